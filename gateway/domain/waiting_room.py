@@ -1,0 +1,116 @@
+"""The waiting room as data: participant states, events, and the legal moves.
+
+A client knocks, waits, is admitted by a host, joins the session and leaves. Every move
+is a row in ``TRANSITIONS``; anything else raises :class:`IllegalTransition` with the
+current state. The store applies a move as one compare-and-set, using
+:func:`sources_of` to know which states the move may start from.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.errors import HostAbsent, IllegalTransition, RoomLocked
+
+__all__ = [
+    "TRANSITIONS",
+    "HostPresence",
+    "ParticipantEvent",
+    "ParticipantState",
+    "RoomStatus",
+    "check_admission",
+    "check_knock",
+    "next_state",
+    "sources_of",
+]
+
+
+class ParticipantState(enum.StrEnum):
+    INVITED = "invited"  # a link exists; nobody has knocked yet
+    KNOCKING = "knocking"  # link redeemed; identity or consent still to do
+    WAITING = "waiting"  # ready, in the queue the host sees
+    ADMITTED = "admitted"  # let in; may negotiate media
+    IN_SESSION = "in_session"  # media flowing
+    LEFT = "left"
+    DENIED = "denied"
+    REMOVED = "removed"
+
+
+class ParticipantEvent(enum.StrEnum):
+    KNOCK = "knock"  # redeem a link, or come back from another device
+    WAIT = "wait"  # identity and consent done: join the queue
+    ADMIT = "admit"
+    DENY = "deny"
+    JOIN = "join"  # media connected
+    LEAVE = "leave"
+    REMOVE = "remove"
+
+
+class HostPresence(enum.StrEnum):
+    PRESENT = "present"
+    AWAY = "away"
+
+
+S = ParticipantState
+E = ParticipantEvent
+
+#: (state, event) -> next state. Anything absent is illegal.
+TRANSITIONS: Mapping[tuple[ParticipantState, ParticipantEvent], ParticipantState] = {
+    (S.INVITED, E.KNOCK): S.KNOCKING,
+    # A new link redeemed on another device, or a return after the grace period: the
+    # participant proves identity and waits again. (A drop within the grace period on
+    # the same device is no move at all: the state is kept while the session lives.)
+    (S.LEFT, E.KNOCK): S.KNOCKING,
+    (S.WAITING, E.KNOCK): S.KNOCKING,
+    (S.ADMITTED, E.KNOCK): S.KNOCKING,
+    (S.IN_SESSION, E.KNOCK): S.KNOCKING,
+    (S.KNOCKING, E.WAIT): S.WAITING,
+    (S.KNOCKING, E.LEAVE): S.LEFT,
+    (S.WAITING, E.ADMIT): S.ADMITTED,
+    (S.WAITING, E.DENY): S.DENIED,
+    (S.WAITING, E.LEAVE): S.LEFT,
+    (S.WAITING, E.REMOVE): S.REMOVED,
+    (S.ADMITTED, E.JOIN): S.IN_SESSION,
+    (S.ADMITTED, E.LEAVE): S.LEFT,
+    (S.ADMITTED, E.REMOVE): S.REMOVED,
+    (S.IN_SESSION, E.LEAVE): S.LEFT,
+    (S.IN_SESSION, E.REMOVE): S.REMOVED,
+}
+
+_SOURCES: dict[ParticipantEvent, frozenset[ParticipantState]] = {
+    event: frozenset(state for (state, ev) in TRANSITIONS if ev is event) for event in E
+}
+
+
+def next_state(current: ParticipantState, event: ParticipantEvent) -> ParticipantState:
+    """The state after ``event``, or :class:`IllegalTransition`."""
+    try:
+        return TRANSITIONS[(current, event)]
+    except KeyError:
+        raise IllegalTransition(current=current.value, event=event.value) from None
+
+
+def sources_of(event: ParticipantEvent) -> frozenset[ParticipantState]:
+    """Every state from which ``event`` is legal."""
+    return _SOURCES[event]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomStatus:
+    room_id: str
+    host_presence: HostPresence
+    locked: bool
+
+
+def check_knock(room: RoomStatus) -> None:
+    """A knock is refused while the room is locked."""
+    if room.locked:
+        raise RoomLocked(room_id=room.room_id)
+
+
+def check_admission(room: RoomStatus) -> None:
+    """Nobody is admitted without a host present."""
+    if room.host_presence is not HostPresence.PRESENT:
+        raise HostAbsent(room_id=room.room_id)

@@ -1,0 +1,242 @@
+"""Every error the gateway raises on purpose, under one root.
+
+Errors carry data (which purpose, when it expired, who lacks consent) so adapters can
+map them to one HTTP answer or one Socket.IO error without building messages by hand.
+Messages never contain secrets or PHI: only opaque ids, purposes and times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "AuditChainBroken",
+    "ConfigError",
+    "ConsentError",
+    "ConsentMissing",
+    "GatewayError",
+    "HostAbsent",
+    "IllegalTransition",
+    "LinkAlreadyUsed",
+    "LinkError",
+    "LinkExpired",
+    "LinkInvalid",
+    "LinkNotYetValid",
+    "NotFound",
+    "RoomLocked",
+    "StoreError",
+    "StoreUnavailable",
+    "TotpError",
+    "TotpInvalidFormat",
+    "TotpLockedOut",
+    "TotpNotEnrolled",
+    "TotpRejected",
+    "TotpReplayed",
+    "WaitingRoomError",
+]
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway raises on purpose."""
+
+    #: A stable machine-readable code, used in API answers and Socket.IO errors.
+    code = "gateway_error"
+
+
+class ConfigError(GatewayError):
+    """The settings are missing, malformed or unsafe; the gateway refuses to start."""
+
+    code = "config_error"
+
+
+class NotFound(GatewayError):
+    """Absent, or not yours: both get the same answer so ids cannot be enumerated."""
+
+    code = "not_found"
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"{kind} not found")
+        self.kind = kind
+
+
+# --- links ---------------------------------------------------------------------------
+
+
+class LinkError(GatewayError):
+    """A link token was refused. Outside the gateway every subclass looks the same."""
+
+    code = "link_refused"
+
+    def __init__(self, message: str, *, purpose: str | None = None) -> None:
+        super().__init__(message)
+        self.purpose = purpose
+
+
+class LinkInvalid(LinkError):
+    """Malformed, tampered, truncated, signed with an unknown key, or of another purpose."""
+
+
+class LinkExpired(LinkError):
+    """The signature is valid but older than the purpose's maximum age."""
+
+    def __init__(self, *, purpose: str, expired_at: float) -> None:
+        super().__init__(f"{purpose} link expired at {expired_at:.0f}", purpose=purpose)
+        self.expired_at = expired_at
+
+
+class LinkNotYetValid(LinkError):
+    """The signature claims to have been made in the future."""
+
+    def __init__(self, *, purpose: str, issued_at: float) -> None:
+        super().__init__(f"{purpose} link dated in the future ({issued_at:.0f})", purpose=purpose)
+        self.issued_at = issued_at
+
+
+class LinkAlreadyUsed(LinkError):
+    """The link's jti was consumed by an earlier redemption."""
+
+    def __init__(self, *, purpose: str) -> None:
+        super().__init__(f"{purpose} link already used", purpose=purpose)
+
+
+# --- TOTP ------------------------------------------------------------------------------
+
+
+class TotpError(GatewayError):
+    """A TOTP code was not accepted."""
+
+    code = "totp_refused"
+
+
+class TotpNotEnrolled(TotpError):
+    """The participant has no TOTP secret yet."""
+
+    code = "totp_not_enrolled"
+
+
+class TotpInvalidFormat(TotpError):
+    """The code is not exactly the expected number of ASCII digits."""
+
+    code = "totp_invalid_format"
+
+
+class TotpRejected(TotpError):
+    """The code does not match; ``failures`` attempts are now on record."""
+
+    code = "totp_rejected"
+
+    def __init__(self, *, failures: int, remaining: int) -> None:
+        super().__init__(f"code rejected ({failures} failed, {remaining} left)")
+        self.failures = failures
+        self.remaining = remaining
+
+
+class TotpReplayed(TotpError):
+    """The code's time step was already used (or an older one)."""
+
+    code = "totp_replayed"
+
+    def __init__(self, *, step: int) -> None:
+        super().__init__(f"time step {step} already used")
+        self.step = step
+
+
+class TotpLockedOut(TotpError):
+    """Too many failures: no code is checked until the cool-down ends."""
+
+    code = "totp_locked_out"
+
+    def __init__(self, *, locked_until: float, just_locked: bool = False) -> None:
+        super().__init__(f"locked out until {locked_until:.0f}")
+        self.locked_until = locked_until
+        #: True for the attempt that reached the limit, so the host is told once.
+        self.just_locked = just_locked
+
+
+# --- waiting room -------------------------------------------------------------------------
+
+
+class WaitingRoomError(GatewayError):
+    """A waiting-room rule refused the action."""
+
+    code = "waiting_room_refused"
+
+
+class IllegalTransition(WaitingRoomError):
+    """The participant's current state does not allow this move."""
+
+    code = "illegal_transition"
+
+    def __init__(self, *, current: str, event: str) -> None:
+        super().__init__(f"cannot {event} from state {current}")
+        self.current = current
+        self.event = event
+
+
+class RoomLocked(WaitingRoomError):
+    """The host has locked the room: no new knocks."""
+
+    code = "room_locked"
+
+    def __init__(self, *, room_id: str) -> None:
+        super().__init__(f"room {room_id} is locked")
+        self.room_id = room_id
+
+
+class HostAbsent(WaitingRoomError):
+    """Nobody is admitted without a host present."""
+
+    code = "host_absent"
+
+    def __init__(self, *, room_id: str) -> None:
+        super().__init__(f"no host present in room {room_id}")
+        self.room_id = room_id
+
+
+# --- consent --------------------------------------------------------------------------------
+
+
+class ConsentError(GatewayError):
+    """A consent rule refused the action."""
+
+    code = "consent_refused"
+
+
+class ConsentMissing(ConsentError):
+    """Recording (or joining) needs consent that these participants have not given."""
+
+    code = "consent_missing"
+
+    def __init__(self, *, kind: str, lacking: Sequence[str]) -> None:
+        self.kind = kind
+        self.lacking = tuple(lacking)
+        super().__init__(f"{kind} consent missing for {len(self.lacking)} participant(s)")
+
+
+# --- audit ------------------------------------------------------------------------------------
+
+
+class AuditChainBroken(GatewayError):
+    """The audit chain does not verify: an entry was altered, removed or reordered."""
+
+    code = "audit_chain_broken"
+
+    def __init__(self, *, seq: int, reason: str) -> None:
+        super().__init__(f"audit chain broken at entry {seq}: {reason}")
+        self.seq = seq
+        self.reason = reason
+
+
+# --- storage ----------------------------------------------------------------------------------
+
+
+class StoreError(GatewayError):
+    """The store failed."""
+
+    code = "store_error"
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached; joins and admissions fail closed."""
+
+    code = "store_unavailable"

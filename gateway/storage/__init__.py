@@ -1,0 +1,7 @@
+"""State that must survive a process: one Store protocol, two implementations."""
+
+from gateway.storage.base import Store
+from gateway.storage.memory import MemoryStore
+from gateway.storage.secretbox import SecretBox
+
+__all__ = ["MemoryStore", "SecretBox", "Store"]

@@ -1,0 +1,146 @@
+"""The one store interface. MemoryStore and RedisStore both implement it, and one
+contract suite (tests/contract) runs against both.
+
+Every check-then-act is one method here, so each implementation can make it atomic:
+a single-threaded critical section in MemoryStore, one Redis command or Lua script
+(or a WATCH/MULTI transaction) in RedisStore. Callers never read, decide in Python,
+and write back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Protocol
+
+from gateway.domain.audit import AuditDraft, AuditEntry
+from gateway.domain.consent import ConsentKind, ConsentRecord
+from gateway.domain.model import Appointment, BrowserSession, Host, Participant, Room
+from gateway.domain.totp import AttemptGrant
+from gateway.domain.waiting_room import HostPresence, ParticipantState
+
+__all__ = ["Store"]
+
+
+class Store(Protocol):
+    """Durable state of the gateway."""
+
+    # --- life -----------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the store answers."""
+
+    async def close(self) -> None:
+        """Release connections; safe to call twice."""
+
+    # --- hosts, rooms, appointments, participants --------------------------------------
+
+    async def put_host(self, host: Host) -> None: ...
+
+    async def get_host(self, host_id: str) -> Host | None: ...
+
+    async def put_room(self, room: Room) -> None: ...
+
+    async def get_room(self, room_id: str) -> Room | None: ...
+
+    async def set_room_lock(self, room_id: str, locked: bool) -> Room | None:
+        """Lock or unlock; None if the room does not exist."""
+
+    async def set_host_presence(self, room_id: str, presence: HostPresence) -> Room | None:
+        """Mark the host present or away; None if the room does not exist."""
+
+    async def put_appointment(self, appointment: Appointment) -> None: ...
+
+    async def get_appointment(self, appointment_id: str) -> Appointment | None: ...
+
+    async def end_appointment(self, appointment_id: str, at: float) -> Appointment | None:
+        """Set ``ended_at`` once (the first end wins); None if it does not exist."""
+
+    async def put_participant(self, participant: Participant) -> None:
+        """Create a participant (or overwrite one wholesale, for setup)."""
+
+    async def get_participant(self, participant_id: str) -> Participant | None: ...
+
+    async def list_participants(self, appointment_id: str) -> list[Participant]:
+        """Every participant of the appointment, oldest first."""
+
+    async def transition_participant(
+        self,
+        participant_id: str,
+        *,
+        sources: Collection[ParticipantState],
+        target: ParticipantState,
+        at: float,
+    ) -> tuple[bool, Participant | None]:
+        """Compare-and-set the state: move to ``target`` only from one of ``sources``.
+
+        Returns (moved, participant after the call). Exactly one of any number of
+        concurrent identical moves succeeds.
+        """
+
+    # --- links -------------------------------------------------------------------------
+
+    async def consume_link(self, jti: str, *, expires_at: float, now: float) -> bool:
+        """Mark the link's jti used. True for the first caller only, ever (until the
+        link itself would have expired anyway, after which its signature refuses it)."""
+
+    # --- TOTP ---------------------------------------------------------------------------
+
+    async def set_totp_secret(self, participant_id: str, secret: str) -> None:
+        """Keep the secret, encrypted at rest; replaces any earlier one and its steps."""
+
+    async def get_totp_secret(self, participant_id: str) -> str | None: ...
+
+    async def use_totp_step(self, participant_id: str, step: int) -> bool:
+        """Record ``step`` as used if it is newer than any used before. True if it was."""
+
+    async def begin_totp_attempt(
+        self, participant_id: str, *, limit: int, cooldown: float, now: float
+    ) -> AttemptGrant:
+        """Count one attempt before the code is checked.
+
+        If ``limit`` attempts are already on record (and the cool-down since the last
+        one has not passed), refuse without counting. Otherwise count this one and
+        restart the cool-down. Concurrent callers never get more than ``limit`` grants.
+        """
+
+    async def clear_totp_attempts(self, participant_id: str) -> None:
+        """A correct code wipes the attempt counter."""
+
+    # --- consent ---------------------------------------------------------------------------
+
+    async def give_consent(self, record: ConsentRecord) -> ConsentRecord:
+        """Record consent. If a live record of that kind already exists for the
+        participant and session, it is kept and returned (consent is idempotent)."""
+
+    async def withdraw_consent(
+        self, *, participant_id: str, session_id: str, kind: ConsentKind, at: float
+    ) -> ConsentRecord | None:
+        """Withdraw the live record of that kind; None if there was none."""
+
+    async def list_consents(self, session_id: str) -> list[ConsentRecord]:
+        """Every consent record of the session, withdrawn ones included, oldest first."""
+
+    # --- audit ---------------------------------------------------------------------------------
+
+    async def append_audit(self, draft: AuditDraft, *, at: float) -> AuditEntry:
+        """Chain ``draft`` after the newest entry, atomically."""
+
+    async def read_audit(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditEntry]:
+        """Entries with seq > ``after_seq``, oldest first."""
+
+    async def audit_head(self) -> tuple[int, str]:
+        """(seq, hash) of the newest entry; (0, GENESIS_HASH) for an empty log."""
+
+    # --- browser sessions --------------------------------------------------------------------
+
+    async def create_session(self, session_hash: str, session: BrowserSession) -> None:
+        """Keep a browser session under the hash of its cookie, until it expires."""
+
+    async def get_session(self, session_hash: str, *, now: float) -> BrowserSession | None: ...
+
+    async def mark_session_verified(self, session_hash: str) -> BrowserSession | None: ...
+
+    async def delete_session(self, session_hash: str) -> None: ...
+
+    async def delete_appointment_sessions(self, appointment_id: str) -> int:
+        """End every browser session of the appointment; returns how many."""
