@@ -17,6 +17,7 @@ __all__ = [
     "GatewayError",
     "HostAbsent",
     "IllegalTransition",
+    "InvalidInput",
     "LinkAlreadyUsed",
     "LinkError",
     "LinkExpired",
@@ -57,6 +58,16 @@ class NotFound(GatewayError):
     def __init__(self, kind: str) -> None:
         super().__init__(f"{kind} not found")
         self.kind = kind
+
+
+class InvalidInput(GatewayError):
+    """A request or event is malformed, oversized or out of range."""
+
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 # --- links ---------------------------------------------------------------------------

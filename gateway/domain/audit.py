@@ -45,10 +45,12 @@ class AuditDraft:
         ):
             if not isinstance(value, str) or not _SUBJECT_VALUE.fullmatch(value):
                 raise GatewayError(f"audit {name} must be an identifier")
+        if not isinstance(self.subjects, Mapping):
+            raise GatewayError("audit subjects are a mapping of identifiers")
         if len(self.subjects) > MAX_SUBJECTS:
             raise GatewayError("too many audit subjects")
         for key, value in self.subjects.items():
-            if not _TOKEN.fullmatch(key) or not isinstance(value, str):
+            if not isinstance(key, str) or not _TOKEN.fullmatch(key) or not isinstance(value, str):
                 raise GatewayError("audit subject keys are identifiers")
             if not _SUBJECT_VALUE.fullmatch(value):
                 raise GatewayError(f"audit subject {key} must be an identifier")

@@ -13,6 +13,8 @@ ID_PATTERN = re.compile(r"^[a-z]{2,4}_[A-Za-z0-9_-]{22}$")
 
 def new_id(prefix: str) -> str:
     """A new random id such as ``apt_3q2h...`` (128 bits of randomness)."""
+    if not (2 <= len(prefix) <= 4 and prefix.isascii() and prefix.isalpha() and prefix.islower()):
+        raise ValueError(f"id prefixes are 2 to 4 lowercase letters, not {prefix!r}")
     return f"{prefix}_{secrets.token_urlsafe(16)}"
 
 

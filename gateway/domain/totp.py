@@ -11,7 +11,6 @@ import base64
 import hmac
 import secrets
 from dataclasses import dataclass
-from urllib.parse import quote
 
 import pyotp
 import segno
@@ -54,6 +53,9 @@ class TotpPolicy:
             raise ConfigError("TOTP failure limit must be 1 to 20")
         if self.lockout_seconds < 60:
             raise ConfigError("TOTP lockout must last at least 60 seconds")
+        # Key URI format: the issuer prefixes the label, separated by a colon.
+        if not self.issuer or ":" in self.issuer:
+            raise ConfigError("TOTP issuer must be non-empty and without a colon")
 
     def step_at(self, at: float) -> int:
         return int(at) // self.step_seconds
@@ -90,10 +92,13 @@ def enrol(secret: str, *, account_label: str, policy: TotpPolicy) -> Enrolment:
     ``account_label`` is shown in the authenticator app: give a neutral label (the
     practice's or the product's name), never the participant's name.
     """
+    if not account_label or ":" in account_label or not account_label.isprintable():
+        raise ConfigError("a TOTP account label is printable text without a colon")
     totp = pyotp.TOTP(secret, digits=policy.digits, interval=policy.step_seconds)
     uri = totp.provisioning_uri(name=account_label, issuer_name=policy.issuer)
     qr = segno.make(uri, error="m")
-    svg: str = qr.svg_inline(scale=4, title=f"{quote(policy.issuer)} sign-in code")
+    # segno escapes the title itself; it is read aloud by screen readers, so plain text.
+    svg: str = qr.svg_inline(scale=4, title=f"{policy.issuer} sign-in code")
     return Enrolment(secret=secret, otpauth_uri=uri, qr_svg=svg)
 
 
@@ -115,6 +120,7 @@ def matching_step(secret: str, code: str, *, at: float, policy: TotpPolicy) -> i
     # Check every candidate step so timing does not tell which one matched.
     for step in range(current - policy.skew_steps_back, current + 1):
         expected = totp.generate_otp(step)
-        if hmac.compare_digest(expected, code) and found is None:
+        # Bytes: compare_digest raises TypeError on non-ASCII str, e.g. "٠١٢٣٤٥".
+        if hmac.compare_digest(expected.encode(), code.encode()) and found is None:
             found = step
     return found

@@ -24,6 +24,7 @@ __all__ = [
     "check_knock",
     "next_state",
     "sources_of",
+    "target_of",
 ]
 
 
@@ -84,6 +85,11 @@ _SOURCES: dict[ParticipantEvent, frozenset[ParticipantState]] = {
 }
 
 
+_TARGETS: dict[ParticipantEvent, ParticipantState] = {ev: to for (_, ev), to in TRANSITIONS.items()}
+# Each event leads to one state whatever it starts from, so a move is one compare-and-set.
+assert all(TRANSITIONS[key] is _TARGETS[key[1]] for key in TRANSITIONS)
+
+
 def next_state(current: ParticipantState, event: ParticipantEvent) -> ParticipantState:
     """The state after ``event``, or :class:`IllegalTransition`."""
     try:
@@ -95,6 +101,11 @@ def next_state(current: ParticipantState, event: ParticipantEvent) -> Participan
 def sources_of(event: ParticipantEvent) -> frozenset[ParticipantState]:
     """Every state from which ``event`` is legal."""
     return _SOURCES[event]
+
+
+def target_of(event: ParticipantEvent) -> ParticipantState:
+    """The one state ``event`` leads to, from whichever legal state."""
+    return _TARGETS[event]
 
 
 @dataclass(frozen=True, slots=True)
