@@ -2,6 +2,7 @@
 
 from gateway.storage.base import Store
 from gateway.storage.memory import MemoryStore
+from gateway.storage.redis import RedisStore
 from gateway.storage.secretbox import SecretBox
 
-__all__ = ["MemoryStore", "SecretBox", "Store"]
+__all__ = ["MemoryStore", "RedisStore", "SecretBox", "Store"]

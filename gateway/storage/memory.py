@@ -204,7 +204,10 @@ class MemoryStore:
         return entry
 
     async def read_audit(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditEntry]:
-        return self._audit[max(after_seq, 0) : max(after_seq, 0) + limit]
+        if limit <= 0:
+            return []
+        start = max(after_seq, 0)
+        return self._audit[start : start + limit]
 
     async def audit_head(self) -> tuple[int, str]:
         if not self._audit:

@@ -1,0 +1,113 @@
+"""Creating hosts, rooms, appointments and participants."""
+
+from __future__ import annotations
+
+from gateway.clock import Clock
+from gateway.domain.ids import new_id
+from gateway.domain.model import (
+    Appointment,
+    Host,
+    Participant,
+    Role,
+    Room,
+    RoomPolicy,
+    clean_display_name,
+)
+from gateway.domain.waiting_room import ParticipantState
+from gateway.errors import GatewayError, InvalidInput, NotFound
+from gateway.services.audit import AuditLog
+from gateway.storage.base import Store
+
+__all__ = ["Provisioning"]
+
+
+class Provisioning:
+    """What a platform (or the demo) sets up before anyone joins."""
+
+    def __init__(self, *, store: Store, clock: Clock, audit: AuditLog) -> None:
+        self._store = store
+        self._clock = clock
+        self._audit = audit
+
+    async def create_host(self, *, display_name: str, actor: str) -> Host:
+        host = Host(
+            id=new_id("hst"),
+            display_name=_name(display_name),
+            created_at=self._clock.now(),
+        )
+        await self._store.put_host(host)
+        await self._audit.record("host.created", actor=actor, subjects={"host": host.id})
+        return host
+
+    async def create_room(self, *, host_id: str, policy: RoomPolicy, actor: str) -> Room:
+        if await self._store.get_host(host_id) is None:
+            raise NotFound("host")
+        room = Room(id=new_id("rm"), host_id=host_id, policy=policy, created_at=self._clock.now())
+        await self._store.put_room(room)
+        await self._audit.record(
+            "room.created", actor=actor, subjects={"room": room.id, "host": host_id}
+        )
+        return room
+
+    async def create_appointment(
+        self, *, room_id: str, actor: str
+    ) -> tuple[Appointment, Participant]:
+        """A new appointment in the room, with its host's participant record."""
+        room = await self._store.get_room(room_id)
+        if room is None:
+            raise NotFound("room")
+        host = await self._store.get_host(room.host_id)
+        if host is None:
+            raise NotFound("host")
+        now = self._clock.now()
+        appointment = Appointment(id=new_id("apt"), room_id=room_id, created_at=now)
+        await self._store.put_appointment(appointment)
+        host_participant = Participant(
+            id=new_id("ptc"),
+            appointment_id=appointment.id,
+            role=Role.HOST,
+            display_name=host.display_name,
+            state=ParticipantState.INVITED,
+            state_since=now,
+            created_at=now,
+        )
+        await self._store.put_participant(host_participant)
+        await self._audit.record(
+            "appointment.created",
+            actor=actor,
+            subjects={"appointment": appointment.id, "room": room_id},
+        )
+        return appointment, host_participant
+
+    async def add_client(
+        self, *, appointment_id: str, display_name: str, actor: str
+    ) -> Participant:
+        appointment = await self._store.get_appointment(appointment_id)
+        if appointment is None:
+            raise NotFound("appointment")
+        if appointment.ended_at is not None:
+            raise GatewayError("the appointment has ended")
+        now = self._clock.now()
+        participant = Participant(
+            id=new_id("ptc"),
+            appointment_id=appointment_id,
+            role=Role.CLIENT,
+            display_name=_name(display_name),
+            state=ParticipantState.INVITED,
+            state_since=now,
+            created_at=now,
+        )
+        await self._store.put_participant(participant)
+        await self._audit.record(
+            "participant.created",
+            actor=actor,
+            subjects={"appointment": appointment_id, "participant": participant.id},
+        )
+        return participant
+
+
+def _name(value: str) -> str:
+    try:
+        return clean_display_name(value)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="display_name") from None

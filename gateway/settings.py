@@ -1,0 +1,278 @@
+"""One frozen settings object, read from environment variables (and a TOML file).
+
+Precedence: environment over the TOML file named by ``QUIETROOM_CONFIG`` over defaults.
+Everything is validated at start; every problem is reported at once. Outside the
+explicit development mode a missing or short secret refuses to start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import secrets
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet
+
+from gateway.errors import ConfigError
+
+__all__ = ["MIN_SECRET_LENGTH", "Settings", "new_data_key", "new_secret_key"]
+
+log = logging.getLogger(__name__)
+
+MIN_SECRET_LENGTH = 32
+ENV_PREFIX = "QUIETROOM_"
+
+
+def new_secret_key() -> str:
+    """A fresh link and session signing secret (384 bits, URL-safe)."""
+    return secrets.token_urlsafe(48)
+
+
+def new_data_key() -> str:
+    """A fresh key for encryption at rest (a Fernet key)."""
+    return Fernet.generate_key().decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the gateway is told from outside. Build with :meth:`load`."""
+
+    #: Link and session signing secrets, newest first: the first signs, all verify.
+    secret_keys: tuple[str, ...]
+    #: Encryption-at-rest keys (Fernet), newest first.
+    data_keys: tuple[str, ...]
+    dev_mode: bool = False
+    bind_host: str = "127.0.0.1"
+    port: int = 8080
+    #: The origin browsers use to reach the gateway; links are built on it.
+    public_url: str = "http://127.0.0.1:8080"
+    #: Empty: the embedded MemoryStore. Otherwise RedisStore on this URL.
+    redis_url: str = ""
+    #: Origins allowed to open sockets and post forms; the public origin is always in.
+    allowed_origins: tuple[str, ...] = ()
+    #: Platform origins allowed to embed the gateway in a frame.
+    frame_ancestors: tuple[str, ...] = ()
+    client_link_max_age: int = 48 * 3600
+    host_link_max_age: int = 15 * 60
+    totp_digits: int = 6
+    totp_max_failures: int = 5
+    totp_lockout_seconds: int = 15 * 60
+    totp_issuer: str = "Quietroom"
+    host_idle_timeout: int = 30 * 60
+    session_max_age: int = 12 * 3600
+    #: Generated secrets are ephemeral: set when dev mode made them up.
+    ephemeral_secrets: bool = field(default=False, compare=False)
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.public_url.startswith("https://")
+
+    @property
+    def public_origin(self) -> str:
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def origins(self) -> frozenset[str]:
+        return frozenset((self.public_origin, *self.allowed_origins))
+
+    @classmethod
+    def load(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        dev_mode: bool | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Settings:
+        """Settings from ``environ`` (default: the process environment), validated."""
+        env = dict(os.environ if environ is None else environ)
+        raw: dict[str, Any] = {}
+        config_path = env.get(f"{ENV_PREFIX}CONFIG")
+        if config_path:
+            raw.update(_read_toml(Path(config_path)))
+        for name in _FIELDS:
+            value = env.get(ENV_PREFIX + name.upper())
+            if value is not None:
+                raw[name] = value
+        raw.update(overrides or {})
+        if dev_mode is not None:
+            raw["dev_mode"] = dev_mode
+        return _build(raw)
+
+
+_Parser = Callable[[Any], Any]
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected text")
+    return value.strip()
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number")
+    if isinstance(value, int):
+        return value
+    text = _text(value)
+    if not text.lstrip("-").isdigit():
+        raise ValueError("expected a whole number")
+    return int(text)
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _text(value).lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _text_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list | tuple):
+        return tuple(_text(v) for v in value if _text(v))
+    return tuple(part.strip() for part in _text(value).split(",") if part.strip())
+
+
+_FIELDS: dict[str, _Parser] = {
+    "secret_keys": _text_list,
+    "data_keys": _text_list,
+    "dev_mode": _flag,
+    "bind_host": _text,
+    "port": _integer,
+    "public_url": _text,
+    "redis_url": _text,
+    "allowed_origins": _text_list,
+    "frame_ancestors": _text_list,
+    "client_link_max_age": _integer,
+    "host_link_max_age": _integer,
+    "totp_digits": _integer,
+    "totp_max_failures": _integer,
+    "totp_lockout_seconds": _integer,
+    "totp_issuer": _text,
+    "host_idle_timeout": _integer,
+    "session_max_age": _integer,
+}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read settings file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"settings file {path} is not valid TOML: {exc}") from None
+    section = data.get("quietroom", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"settings file {path}: [quietroom] must be a table")
+    unknown = sorted(set(section) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"settings file {path}: unknown settings {', '.join(unknown)}")
+    return dict(section)
+
+
+def _build(raw: dict[str, Any]) -> Settings:
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for name, parse in _FIELDS.items():
+        if name in raw:
+            try:
+                values[name] = parse(raw[name])
+            except ValueError as exc:
+                problems.append(f"{ENV_PREFIX}{name.upper()}: {exc}")
+    dev = bool(values.get("dev_mode", False))
+    ephemeral = False
+    if dev and not values.get("secret_keys"):
+        values["secret_keys"] = (new_secret_key(),)
+        ephemeral = True
+    if dev and not values.get("data_keys"):
+        values["data_keys"] = (new_data_key(),)
+        ephemeral = True
+    values.setdefault("secret_keys", ())
+    values.setdefault("data_keys", ())
+    if "public_url" not in values:
+        host = values.get("bind_host", "127.0.0.1")
+        shown = f"[{host}]" if ":" in host else host
+        values["public_url"] = f"http://{shown}:{values.get('port', 8080)}"
+    problems.extend(_check(values))
+    if problems:
+        raise ConfigError("invalid settings:\n  - " + "\n  - ".join(problems))
+    return Settings(**values, ephemeral_secrets=ephemeral)
+
+
+def _check(values: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    keys: tuple[str, ...] = values["secret_keys"]
+    if not keys:
+        problems.append(f"{ENV_PREFIX}SECRET_KEYS is required (make one with: quietroom keys new)")
+    for index, key in enumerate(keys):
+        if len(key) < MIN_SECRET_LENGTH:
+            problems.append(
+                f"{ENV_PREFIX}SECRET_KEYS: key #{index + 1} is shorter than "
+                f"{MIN_SECRET_LENGTH} characters"
+            )
+    data_keys: tuple[str, ...] = values["data_keys"]
+    if not data_keys:
+        problems.append(
+            f"{ENV_PREFIX}DATA_KEYS is required (make one with: quietroom keys new --kind data)"
+        )
+    for index, key in enumerate(data_keys):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            problems.append(f"{ENV_PREFIX}DATA_KEYS: key #{index + 1} is not a Fernet key")
+    port = values.get("port", 8080)
+    if not 0 <= port <= 65535:
+        problems.append(f"{ENV_PREFIX}PORT: {port} is not a TCP port")
+    try:
+        ipaddress.ip_address(values.get("bind_host", "127.0.0.1"))
+    except ValueError:
+        if values.get("bind_host") != "localhost":
+            problems.append(f"{ENV_PREFIX}BIND_HOST: expected an IP address")
+    public = urlsplit(values["public_url"])
+    if public.scheme not in {"http", "https"} or not public.netloc or public.path not in {"", "/"}:
+        problems.append(f"{ENV_PREFIX}PUBLIC_URL: expected http(s)://host[:port] with no path")
+    if (
+        public.scheme == "http"
+        and not values.get("dev_mode")
+        and public.hostname
+        not in {
+            "127.0.0.1",
+            "localhost",
+            "::1",
+        }
+    ):
+        problems.append(f"{ENV_PREFIX}PUBLIC_URL: must be https outside development")
+    for name in ("allowed_origins", "frame_ancestors"):
+        for origin in values.get(name, ()):
+            parts = urlsplit(origin)
+            if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path:
+                problems.append(f"{ENV_PREFIX}{name.upper()}: {origin!r} is not an origin")
+    redis_url = values.get("redis_url", "")
+    if redis_url and urlsplit(redis_url).scheme not in {"redis", "rediss", "unix"}:
+        problems.append(f"{ENV_PREFIX}REDIS_URL: expected redis://, rediss:// or unix://")
+    for name, low, high in (
+        ("client_link_max_age", 60, 30 * 86400),
+        ("host_link_max_age", 60, 86400),
+        ("totp_max_failures", 1, 20),
+        ("totp_lockout_seconds", 60, 86400),
+        ("host_idle_timeout", 60, 86400),
+        ("session_max_age", 300, 7 * 86400),
+    ):
+        value = values.get(name)
+        if value is not None and not low <= value <= high:
+            problems.append(f"{ENV_PREFIX}{name.upper()}: must be {low} to {high}")
+    if values.get("totp_digits", 6) not in (6, 8):
+        problems.append(f"{ENV_PREFIX}TOTP_DIGITS: must be 6 or 8")
+    return problems

@@ -1,0 +1,63 @@
+"""The aiohttp application: every resource created and closed through cleanup_ctx."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from gateway.clock import Clock, SystemClock
+from gateway.services import Services
+from gateway.settings import Settings
+from gateway.storage import MemoryStore, SecretBox, Store
+from gateway.web.keys import SERVICES, SETTINGS
+from gateway.web.middleware import error_middleware, security_headers
+from gateway.web.routes import routes
+
+__all__ = ["create_app", "open_store"]
+
+log = logging.getLogger(__name__)
+
+#: Requests larger than this are refused before a handler runs.
+MAX_REQUEST_BYTES = 64 * 1024
+
+StoreFactory = Callable[[Settings], Store]
+
+
+def open_store(settings: Settings) -> Store:
+    """RedisStore when a Redis URL is set, else the embedded MemoryStore."""
+    box = SecretBox(settings.data_keys)
+    if settings.redis_url:
+        from gateway.storage.redis import RedisStore
+
+        return RedisStore.from_url(settings.redis_url, secret_box=box)
+    return MemoryStore(secret_box=box)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    store_factory: StoreFactory = open_store,
+) -> web.Application:
+    """The gateway's web application, configured by ``settings``."""
+    app = web.Application(
+        middlewares=[security_headers(settings), error_middleware],
+        client_max_size=MAX_REQUEST_BYTES,
+    )
+    app[SETTINGS] = settings
+    the_clock = clock or SystemClock()
+
+    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+        store = store_factory(settings)
+        try:
+            app[SERVICES] = Services.build(settings=settings, store=store, clock=the_clock)
+            log.info("gateway ready (%s)", type(store).__name__)
+            yield
+        finally:
+            await store.close()
+
+    app.cleanup_ctx.append(services_ctx)
+    app.add_routes(routes)
+    return app

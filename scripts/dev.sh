@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Quietroom on a fresh Debian machine (Python >= 3.11). One script, two jobs:
+#   scripts/dev.sh demo [--port P]   set up, then run the gateway on embedded defaults
+#   scripts/dev.sh test [pytest args] set up (Debian packages too), then lint, type-check, test
+# Everything it installs comes from this repository's own files: pyproject.toml,
+# constraints.txt (the pinned versions) and the Debian package list below.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Debian packages the test suite starts for real (never mocked, never skipped).
+TEST_DEBIAN_PACKAGES=(redis-server)
+
+PYTHON=${PYTHON:-python3}
+VENV=${QUIETROOM_VENV:-.venv}
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+ensure_debian_packages() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing Debian packages: ${missing[*]}"
+        as_root apt-get update -q
+        as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+}
+
+ensure_venv() {
+    local extra=$1
+    if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+        echo "Quietroom needs Python 3.11 or newer; $PYTHON is $("$PYTHON" --version)" >&2
+        exit 1
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "creating virtual environment in $VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    say "installing Python packages (pinned by constraints.txt)"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+        -c constraints.txt -e ".${extra}"
+}
+
+case "${1:-}" in
+    demo)
+        shift
+        ensure_venv ""
+        exec "$VENV/bin/quietroom" demo "$@"
+        ;;
+    test)
+        shift
+        ensure_debian_packages "${TEST_DEBIAN_PACKAGES[@]}"
+        ensure_venv "[test]"
+        say "ruff"
+        "$VENV/bin/ruff" check .
+        "$VENV/bin/ruff" format --check .
+        say "mypy (strict)"
+        "$VENV/bin/mypy"
+        say "pytest"
+        exec "$VENV/bin/pytest" "$@"
+        ;;
+    *)
+        echo "usage: scripts/dev.sh demo [--port P] | scripts/dev.sh test [pytest args]" >&2
+        exit 2
+        ;;
+esac
