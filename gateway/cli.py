@@ -183,7 +183,10 @@ async def _run_demo(settings: Settings, sock: socket.socket) -> None:
 
 async def _provision_demo(services: Services) -> list[tuple[str, str]]:
     actor = "demo"
-    host = await services.provisioning.create_host(display_name="Demo therapist", actor=actor)
+    platform = await services.provisioning.create_platform(name="Demo platform", actor=actor)
+    host = await services.provisioning.create_host(
+        display_name="Demo therapist", platform_id=platform.id, actor=actor
+    )
     room = await services.provisioning.create_room(
         host_id=host.id, policy=RoomPolicy(client_totp_required=True), actor=actor
     )

@@ -19,6 +19,7 @@ __all__ = [
     "BrowserSession",
     "Host",
     "Participant",
+    "Platform",
     "Role",
     "Room",
     "RoomPolicy",
@@ -62,10 +63,24 @@ class _Record:
 
 
 @dataclass(frozen=True, slots=True)
+class Platform(_Record):
+    """A practice-management system or clinic portal that drives the gateway by API."""
+
+    id: str
+    #: The platform's own name (an organisation, not a person).
+    name: str
+    created_at: float
+    #: Where webhooks go; None sends none.
+    webhook_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Host(_Record):
     id: str
     display_name: str
     created_at: float
+    #: The platform that created the host; every room and appointment under it is its.
+    platform_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

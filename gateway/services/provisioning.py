@@ -8,6 +8,7 @@ from gateway.domain.model import (
     Appointment,
     Host,
     Participant,
+    Platform,
     Role,
     Room,
     RoomPolicy,
@@ -29,14 +30,34 @@ class Provisioning:
         self._clock = clock
         self._audit = audit
 
-    async def create_host(self, *, display_name: str, actor: str) -> Host:
+    async def create_platform(
+        self, *, name: str, webhook_url: str | None = None, actor: str
+    ) -> Platform:
+        platform = Platform(
+            id=new_id("plt"),
+            name=_name(name),
+            created_at=self._clock.now(),
+            webhook_url=webhook_url,
+        )
+        await self._store.put_platform(platform)
+        await self._audit.record(
+            "platform.created", actor=actor, subjects={"platform": platform.id}
+        )
+        return platform
+
+    async def create_host(self, *, display_name: str, platform_id: str, actor: str) -> Host:
+        if await self._store.get_platform(platform_id) is None:
+            raise NotFound("platform")
         host = Host(
             id=new_id("hst"),
             display_name=_name(display_name),
             created_at=self._clock.now(),
+            platform_id=platform_id,
         )
         await self._store.put_host(host)
-        await self._audit.record("host.created", actor=actor, subjects={"host": host.id})
+        await self._audit.record(
+            "host.created", actor=actor, subjects={"host": host.id, "platform": platform_id}
+        )
         return host
 
     async def create_room(self, *, host_id: str, policy: RoomPolicy, actor: str) -> Room:

@@ -14,7 +14,14 @@ from typing import Protocol
 
 from gateway.domain.audit import AuditDraft, AuditEntry
 from gateway.domain.consent import ConsentKind, ConsentRecord
-from gateway.domain.model import Appointment, BrowserSession, Host, Participant, Room
+from gateway.domain.model import (
+    Appointment,
+    BrowserSession,
+    Host,
+    Participant,
+    Platform,
+    Room,
+)
 from gateway.domain.totp import AttemptGrant
 from gateway.domain.waiting_room import HostPresence, ParticipantState
 
@@ -32,7 +39,11 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release connections; safe to call twice."""
 
-    # --- hosts, rooms, appointments, participants --------------------------------------
+    # --- platforms, hosts, rooms, appointments, participants --------------------------
+
+    async def put_platform(self, platform: Platform) -> None: ...
+
+    async def get_platform(self, platform_id: str) -> Platform | None: ...
 
     async def put_host(self, host: Host) -> None: ...
 

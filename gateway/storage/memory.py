@@ -12,7 +12,14 @@ from collections.abc import Collection
 
 from gateway.domain.audit import GENESIS_HASH, AuditDraft, AuditEntry, chain
 from gateway.domain.consent import ConsentKind, ConsentRecord, withdraw
-from gateway.domain.model import Appointment, BrowserSession, Host, Participant, Room
+from gateway.domain.model import (
+    Appointment,
+    BrowserSession,
+    Host,
+    Participant,
+    Platform,
+    Room,
+)
 from gateway.domain.totp import AttemptGrant
 from gateway.domain.waiting_room import HostPresence, ParticipantState
 from gateway.storage.secretbox import SecretBox
@@ -31,6 +38,7 @@ class MemoryStore:
 
     def __init__(self, *, secret_box: SecretBox) -> None:
         self._box = secret_box
+        self._platforms: dict[str, Platform] = {}
         self._hosts: dict[str, Host] = {}
         self._rooms: dict[str, Room] = {}
         self._appointments: dict[str, Appointment] = {}
@@ -50,6 +58,12 @@ class MemoryStore:
         return None
 
     # --- hosts, rooms, appointments, participants --------------------------------------
+
+    async def put_platform(self, platform: Platform) -> None:
+        self._platforms[platform.id] = platform
+
+    async def get_platform(self, platform_id: str) -> Platform | None:
+        return self._platforms.get(platform_id)
 
     async def put_host(self, host: Host) -> None:
         self._hosts[host.id] = host

@@ -7,7 +7,8 @@ as ``repr()`` strings so they round-trip exactly (Lua numbers and cjson would no
 Keys, all under the prefix (default ``qr:``), as ``<kind>:<id>`` with a colon-free kind:
 
 ==========================  ==========================================================
-``host:<id>``               hash: id, display_name, created_at
+``platform:<id>``           hash: id, name, created_at, webhook_url (if set)
+``host:<id>``               hash: id, display_name, created_at, platform_id
 ``room:<id>``               hash: id, host_id, policy (JSON), created_at, locked,
                             host_presence
 ``apt:<id>``                hash: id, room_id, created_at, ended_at (once ended)
@@ -52,7 +53,15 @@ from redis.typing import EncodableT, FieldT
 
 from gateway.domain.audit import GENESIS_HASH, AuditDraft, AuditEntry, chain, entry_from_dict
 from gateway.domain.consent import ConsentKind, ConsentRecord
-from gateway.domain.model import Appointment, BrowserSession, Host, Participant, Role, Room
+from gateway.domain.model import (
+    Appointment,
+    BrowserSession,
+    Host,
+    Participant,
+    Platform,
+    Role,
+    Room,
+)
 from gateway.domain.totp import AttemptGrant
 from gateway.domain.waiting_room import HostPresence, ParticipantState
 from gateway.errors import StoreError, StoreUnavailable
@@ -238,12 +247,38 @@ def _encodable(fields: Mapping[str, str]) -> dict[FieldT, EncodableT]:
     return {name: value for name, value in fields.items()}
 
 
+def _platform_fields(platform: Platform) -> dict[str, str]:
+    fields = {"id": platform.id, "name": platform.name, "created_at": _num(platform.created_at)}
+    if platform.webhook_url is not None:
+        fields["webhook_url"] = platform.webhook_url
+    return fields
+
+
+def _platform(f: Mapping[str, str]) -> Platform:
+    return Platform(
+        id=f["id"],
+        name=f["name"],
+        created_at=float(f["created_at"]),
+        webhook_url=f.get("webhook_url"),
+    )
+
+
 def _host_fields(host: Host) -> dict[str, str]:
-    return {"id": host.id, "display_name": host.display_name, "created_at": _num(host.created_at)}
+    return {
+        "id": host.id,
+        "display_name": host.display_name,
+        "created_at": _num(host.created_at),
+        "platform_id": host.platform_id,
+    }
 
 
 def _host(f: Mapping[str, str]) -> Host:
-    return Host(id=f["id"], display_name=f["display_name"], created_at=float(f["created_at"]))
+    return Host(
+        id=f["id"],
+        display_name=f["display_name"],
+        created_at=float(f["created_at"]),
+        platform_id=f.get("platform_id", ""),
+    )
 
 
 def _room_fields(room: Room) -> dict[str, str]:
@@ -459,6 +494,15 @@ class RedisStore:
     async def _hash(self, key: str) -> dict[str, str] | None:
         raw = await self._client.hgetall(key)
         return _fields(raw) if raw else None
+
+    @_translate_errors
+    async def put_platform(self, platform: Platform) -> None:
+        await self._replace_hash(self._key("platform", platform.id), _platform_fields(platform))
+
+    @_translate_errors
+    async def get_platform(self, platform_id: str) -> Platform | None:
+        fields = await self._hash(self._key("platform", platform_id))
+        return None if fields is None else _platform(fields)
 
     @_translate_errors
     async def put_host(self, host: Host) -> None:

@@ -23,6 +23,7 @@ from gateway.domain.model import (
     BrowserSession,
     Host,
     Participant,
+    Platform,
     Role,
     Room,
     RoomPolicy,
@@ -49,7 +50,9 @@ def store(any_store: Store) -> Store:
 
 
 def a_host(at: float = T0) -> Host:
-    return Host(id=new_id("hst"), display_name="Dr. Ada Example", created_at=at)
+    return Host(
+        id=new_id("hst"), display_name="Dr. Ada Example", created_at=at, platform_id="plt_x"
+    )
 
 
 def a_room(host_id: str, at: float = T0) -> Room:
@@ -384,6 +387,20 @@ async def test_setters_of_absent_records_create_nothing(store: Store) -> None:
     await store.end_appointment(appointment_id, T0)
     assert await store.get_room(room_id) is None
     assert await store.get_appointment(appointment_id) is None
+
+
+async def test_platforms_round_trip(store: Store) -> None:
+    assert await store.get_platform(new_id("plt")) is None
+    quiet = Platform(id=new_id("plt"), name="Clinic Portal", created_at=T0 + 0.125)
+    hooked = Platform(
+        id=new_id("plt"),
+        name="Other",
+        created_at=T0,
+        webhook_url="https://hooks.example/quietroom",
+    )
+    for platform in (quiet, hooked):
+        await store.put_platform(platform)
+        assert await store.get_platform(platform.id) == platform
 
 
 async def test_hosts_and_rooms_round_trip(store: Store) -> None:
