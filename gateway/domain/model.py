@@ -137,6 +137,8 @@ class Participant(_Record):
     #: When the state last changed; for a waiting client this is "waiting since".
     state_since: float
     created_at: float
+    #: When the participant last proved identity with TOTP; None if never.
+    verified_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -154,6 +156,7 @@ class Participant(_Record):
             state=ParticipantState(data["state"]),
             state_since=float(data["state_since"]),
             created_at=float(data["created_at"]),
+            verified_at=None if data.get("verified_at") is None else float(data["verified_at"]),
         )
 
 

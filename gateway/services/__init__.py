@@ -11,6 +11,7 @@ from gateway.clock import Clock
 from gateway.domain.links import LinkPurpose, LinkSigner
 from gateway.domain.totp import TotpPolicy
 from gateway.services.audit import AuditLog, AuditReport
+from gateway.services.events import Event, EventBus, EventKind
 from gateway.services.identity import IdentityService, Verified
 from gateway.services.links import IssuedLink, LinkService, Redemption
 from gateway.services.provisioning import Provisioning
@@ -21,6 +22,9 @@ from gateway.storage.base import Store
 __all__ = [
     "AuditLog",
     "AuditReport",
+    "Event",
+    "EventBus",
+    "EventKind",
     "IdentityService",
     "IssuedLink",
     "LinkService",
@@ -40,6 +44,7 @@ class Services:
     store: Store
     clock: Clock
     audit: AuditLog
+    events: EventBus
     links: LinkService
     identity: IdentityService
     provisioning: Provisioning
@@ -47,6 +52,7 @@ class Services:
     @classmethod
     def build(cls, *, settings: Settings, store: Store, clock: Clock) -> Services:
         audit = AuditLog(store=store, clock=clock)
+        events = EventBus()
         signer = LinkSigner(
             secret_keys=settings.secret_keys,
             max_age={
@@ -65,6 +71,7 @@ class Services:
             store=store,
             clock=clock,
             audit=audit,
+            events=events,
             links=LinkService(
                 store=store,
                 signer=signer,

@@ -88,6 +88,19 @@ class Store(Protocol):
         concurrent identical moves succeeds.
         """
 
+    async def set_participant_verified(self, participant_id: str, at: float) -> Participant | None:
+        """Record that the participant proved identity at ``at``; None if absent."""
+
+    # --- presence and rate limits -------------------------------------------------------
+
+    async def change_connections(self, participant_id: str, delta: int) -> int:
+        """Add ``delta`` to the participant's count of live connections (never below
+        zero) and return the new count, across every gateway process."""
+
+    async def hit_rate_limit(self, key: str, *, limit: int, window: float, now: float) -> bool:
+        """Count one hit on ``key`` in the fixed window containing ``now``. True while
+        the window holds at most ``limit`` hits (this one included), False past it."""
+
     # --- links -------------------------------------------------------------------------
 
     async def consume_link(self, jti: str, *, expires_at: float, now: float) -> bool:

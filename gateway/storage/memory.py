@@ -50,6 +50,8 @@ class MemoryStore:
         self._consents: dict[str, list[ConsentRecord]] = {}
         self._audit: list[AuditEntry] = []
         self._sessions: dict[str, BrowserSession] = {}
+        self._connections: dict[str, int] = {}
+        self._rate_windows: dict[str, tuple[int, int]] = {}
 
     async def ping(self) -> None:
         return None
@@ -129,6 +131,35 @@ class MemoryStore:
         moved = dataclasses.replace(participant, state=target, state_since=at)
         self._participants[participant_id] = moved
         return True, moved
+
+    async def set_participant_verified(self, participant_id: str, at: float) -> Participant | None:
+        participant = self._participants.get(participant_id)
+        if participant is None:
+            return None
+        participant = dataclasses.replace(participant, verified_at=at)
+        self._participants[participant_id] = participant
+        return participant
+
+    # --- presence and rate limits -------------------------------------------------------
+
+    async def change_connections(self, participant_id: str, delta: int) -> int:
+        count = max(self._connections.get(participant_id, 0) + delta, 0)
+        if count:
+            self._connections[participant_id] = count
+        else:
+            self._connections.pop(participant_id, None)
+        return count
+
+    async def hit_rate_limit(self, key: str, *, limit: int, window: float, now: float) -> bool:
+        bucket = int(now // window)
+        current_bucket, hits = self._rate_windows.get(key, (bucket, 0))
+        if current_bucket != bucket:
+            hits = 0
+        hits += 1
+        self._rate_windows[key] = (bucket, hits)
+        if len(self._rate_windows) > 50_000:
+            self._rate_windows = {k: v for k, v in self._rate_windows.items() if v[0] == bucket}
+        return hits <= limit
 
     # --- links -------------------------------------------------------------------------
 

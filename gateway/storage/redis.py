@@ -15,8 +15,10 @@ Keys, all under the prefix (default ``qr:``), as ``<kind>:<id>`` with a colon-fr
 ``apt_participants:<id>``   set of participant ids
 ``apt_sessions:<id>``       set of browser-session hashes
 ``participant:<id>``        hash: id, appointment_id, role, display_name, state,
-                            state_since, created_at
+                            state_since, created_at, verified_at (once verified)
 ``jti:<jti>``               a used link id, kept until its link has expired (+ grace)
+``connections:<id>``       live connections of a participant, across processes
+``rate:<key>:<window>``     hits in one rate-limit window; expires with the window
 ``totp_secret:<id>``        the sealed TOTP secret (never the plaintext)
 ``totp_step:<id>``          the newest time step used
 ``totp_attempts:<id>``      hash: count, last_at; expires after the cool-down
@@ -85,6 +87,8 @@ _JTI_GRACE_SECONDS = 60.0
 #: Attempt counters vanish this long after their cool-down (garbage collection only:
 #: the script compares the caller's ``now`` with the stored time, never the TTL).
 _ATTEMPTS_GRACE_SECONDS = 60.0
+#: A connection count left behind by a crashed process fades after this long.
+_CONNECTIONS_TTL_SECONDS = 24 * 3600.0
 #: How often an audit append re-reads the head after another process appended first.
 _AUDIT_APPEND_TRIES = 32
 
@@ -143,6 +147,24 @@ for i = 3, #ARGV do
   end
 end
 return {moved, redis.call('HGETALL', KEYS[1])}
+"""
+
+# KEYS[1] connection counter; ARGV[1] delta, ARGV[2] ttl ms. -> the new count (>= 0).
+_CHANGE_CONNECTIONS = """
+local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+if count <= 0 then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return count
+"""
+
+# KEYS[1] window counter; ARGV[1] ttl ms. -> hits in the window, this one included.
+_HIT_RATE_LIMIT = """
+local hits = redis.call('INCR', KEYS[1])
+if hits == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return hits
 """
 
 # KEYS[1] newest used step; ARGV[1] step. -> 1 if recorded, 0 if not newer.
@@ -335,6 +357,11 @@ def _participant_fields(participant: Participant) -> dict[str, str]:
         "state": participant.state.value,
         "state_since": _num(participant.state_since),
         "created_at": _num(participant.created_at),
+        **(
+            {}
+            if participant.verified_at is None
+            else {"verified_at": _num(participant.verified_at)}
+        ),
     }
 
 
@@ -433,6 +460,8 @@ class RedisStore:
         self._hset_if_exists = client.register_script(_HSET_IF_EXISTS)
         self._end_appointment = client.register_script(_END_APPOINTMENT)
         self._transition = client.register_script(_TRANSITION)
+        self._change_connections = client.register_script(_CHANGE_CONNECTIONS)
+        self._hit_rate_limit = client.register_script(_HIT_RATE_LIMIT)
         self._use_totp_step = client.register_script(_USE_TOTP_STEP)
         self._begin_totp_attempt = client.register_script(_BEGIN_TOTP_ATTEMPT)
         self._give_consent = client.register_script(_GIVE_CONSENT)
@@ -593,6 +622,32 @@ class RedisStore:
             return False, None
         moved, fields = raw
         return moved == 1, _participant(_fields(fields))
+
+    @_translate_errors
+    async def set_participant_verified(self, participant_id: str, at: float) -> Participant | None:
+        raw = await self._hset_if_exists(
+            keys=[self._key("participant", participant_id)], args=["verified_at", _num(at)]
+        )
+        return None if raw is None else _participant(_fields(raw))
+
+    # --- presence and rate limits -------------------------------------------------------
+
+    @_translate_errors
+    async def change_connections(self, participant_id: str, delta: int) -> int:
+        count = await self._change_connections(
+            keys=[self._key("connections", participant_id)],
+            args=[int(delta), int(_CONNECTIONS_TTL_SECONDS * 1000)],
+        )
+        return int(count)
+
+    @_translate_errors
+    async def hit_rate_limit(self, key: str, *, limit: int, window: float, now: float) -> bool:
+        bucket = int(now // window)
+        hits = await self._hit_rate_limit(
+            keys=[self._key("rate", f"{key}:{bucket}")],
+            args=[math.ceil(window * 1000) + 1000],
+        )
+        return int(hits) <= limit
 
     # --- links -------------------------------------------------------------------------
 

@@ -40,12 +40,6 @@ CONCURRENCY = 50
 S = ParticipantState
 
 
-@pytest.fixture
-def store(any_store: Store) -> Store:
-    """The contract holds for the embedded store and a real Redis (tests/conftest.py)."""
-    return any_store
-
-
 # --- builders ---------------------------------------------------------------------------
 
 

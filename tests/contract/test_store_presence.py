@@ -1,0 +1,77 @@
+"""Contract: participant verification, connection counts and rate limits, on both stores."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.domain.ids import new_id
+from gateway.domain.model import Participant, Role
+from gateway.domain.waiting_room import ParticipantState
+from gateway.storage import Store
+
+T0 = 1_800_000_000.0
+
+
+def a_participant() -> Participant:
+    return Participant(
+        id=new_id("ptc"),
+        appointment_id=new_id("apt"),
+        role=Role.CLIENT,
+        display_name="Someone",
+        state=ParticipantState.WAITING,
+        state_since=T0,
+        created_at=T0,
+    )
+
+
+async def test_verifying_an_absent_participant_changes_nothing(store: Store) -> None:
+    absent = new_id("ptc")
+    assert await store.set_participant_verified(absent, T0) is None
+    assert await store.get_participant(absent) is None
+
+
+async def test_verification_time_is_kept_exactly(store: Store) -> None:
+    participant = a_participant()
+    await store.put_participant(participant)
+    assert (await store.get_participant(participant.id)).verified_at is None  # type: ignore[union-attr]
+    updated = await store.set_participant_verified(participant.id, T0 + 0.1)
+    assert updated is not None
+    assert updated.verified_at == T0 + 0.1
+    assert updated.state is ParticipantState.WAITING
+    assert await store.get_participant(participant.id) == updated
+
+
+async def test_connection_counts_never_go_below_zero(store: Store) -> None:
+    pid = new_id("ptc")
+    assert await store.change_connections(pid, -1) == 0
+    assert await store.change_connections(pid, 1) == 1
+    assert await store.change_connections(pid, 1) == 2
+    assert await store.change_connections(pid, -1) == 1
+    assert await store.change_connections(pid, -5) == 0
+    assert await store.change_connections(pid, 1) == 1
+
+
+async def test_concurrent_connection_changes_all_count(store: Store) -> None:
+    pid = new_id("ptc")
+    await asyncio.gather(*(store.change_connections(pid, 1) for _ in range(40)))
+    await asyncio.gather(*(store.change_connections(pid, -1) for _ in range(15)))
+    assert await store.change_connections(pid, 0) == 25
+
+
+async def test_rate_limit_allows_the_limit_per_window_then_refuses(store: Store) -> None:
+    key = f"test:{new_id('ptc')}"
+    results = await asyncio.gather(
+        *(store.hit_rate_limit(key, limit=5, window=10, now=T0) for _ in range(12))
+    )
+    assert results.count(True) == 5
+    assert results.count(False) == 7
+    # The next window starts afresh.
+    assert await store.hit_rate_limit(key, limit=5, window=10, now=T0 + 10)
+
+
+async def test_rate_limit_keys_are_independent(store: Store) -> None:
+    first, second = f"a:{new_id('ptc')}", f"b:{new_id('ptc')}"
+    for _ in range(3):
+        await store.hit_rate_limit(first, limit=3, window=60, now=T0)
+    assert not await store.hit_rate_limit(first, limit=3, window=60, now=T0)
+    assert await store.hit_rate_limit(second, limit=3, window=60, now=T0)
