@@ -6,17 +6,27 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 
 from aiohttp import web
 
 from gateway import __version__
+from gateway.clock import SystemClock
+from gateway.domain.apikeys import Scope
 from gateway.domain.links import LinkPurpose
 from gateway.domain.model import RoomPolicy
-from gateway.errors import AuditChainBroken, ConfigError, StoreUnavailable
+from gateway.errors import (
+    AuditChainBroken,
+    ConfigError,
+    InvalidInput,
+    NotFound,
+    StoreUnavailable,
+)
 from gateway.services import Services
 from gateway.settings import Settings, new_data_key, new_secret_key
 from gateway.web import SERVICES, create_app, open_store
@@ -75,6 +85,36 @@ def _parser() -> argparse.ArgumentParser:
     audit_commands = audit.add_subparsers(required=True, metavar="ACTION")
     verify = audit_commands.add_parser("verify", help="check the audit log's hash chain")
     verify.set_defaults(run=_audit_verify)
+
+    platforms = commands.add_parser("platforms", help="platforms (needs QUIETROOM_REDIS_URL)")
+    platforms_commands = platforms.add_subparsers(required=True, metavar="ACTION")
+    platforms_create = platforms_commands.add_parser("create", help="create a platform")
+    platforms_create.add_argument("--name", required=True, help="the organisation's name")
+    platforms_create.add_argument("--webhook-url", default=None, help="where webhooks go")
+    platforms_create.set_defaults(run=_shared_state(_platforms_create))
+
+    apikeys = commands.add_parser("apikeys", help="platform API keys (needs QUIETROOM_REDIS_URL)")
+    apikeys_commands = apikeys.add_subparsers(required=True, metavar="ACTION")
+    apikeys_create = apikeys_commands.add_parser(
+        "create", help="create a key and print it (shown this once)"
+    )
+    apikeys_create.add_argument("--platform", required=True, help="the platform's id")
+    apikeys_create.add_argument("--name", required=True, help="a label such as billing-sync")
+    apikeys_create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        choices=[scope.value for scope in Scope],
+        metavar="SCOPE",
+        help=f"repeat for each scope: {', '.join(scope.value for scope in Scope)}",
+    )
+    apikeys_create.set_defaults(run=_shared_state(_apikeys_create))
+    apikeys_revoke = apikeys_commands.add_parser("revoke", help="revoke a key for good")
+    apikeys_revoke.add_argument("key_id", metavar="KEY_ID")
+    apikeys_revoke.set_defaults(run=_shared_state(_apikeys_revoke))
+    apikeys_list = apikeys_commands.add_parser("list", help="list a platform's keys")
+    apikeys_list.add_argument("--platform", required=True, help="the platform's id")
+    apikeys_list.set_defaults(run=_shared_state(_apikeys_list))
     return parser
 
 
@@ -108,8 +148,6 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 async def _verify(settings: Settings) -> int:
-    from gateway.clock import SystemClock
-
     store = open_store(settings)
     try:
         services = Services.build(settings=settings, store=store, clock=SystemClock())
@@ -126,6 +164,104 @@ async def _verify(settings: Settings) -> int:
         f"audit log verifies: {report.entries} entries, head {report.head_seq} {report.head_hash}"
     )
     return 0
+
+
+# --- platforms and API keys: shared state only ------------------------------------------
+
+_CLI_ACTOR = "cli"
+
+SharedCommand = Callable[[Services, argparse.Namespace], Awaitable[int]]
+
+
+def _shared_state(command: SharedCommand) -> Callable[[argparse.Namespace], int]:
+    """Run ``command`` against the gateway's Redis; refuse without one, since the
+    in-memory store would forget everything when this process exits."""
+
+    def run(args: argparse.Namespace) -> int:
+        if not os.environ.get("QUIETROOM_REDIS_URL") and not os.environ.get("QUIETROOM_CONFIG"):
+            return _no_shared_state()
+        settings = Settings.load()
+        if not settings.redis_url:
+            return _no_shared_state()
+        return asyncio.run(_with_services(settings, command, args))
+
+    return run
+
+
+def _no_shared_state() -> int:
+    print(
+        "quietroom: platforms and API keys live in the gateway's shared state: set "
+        "QUIETROOM_REDIS_URL to its Redis (the in-memory store would forget them when "
+        "this command exits)",
+        file=sys.stderr,
+    )
+    return 2
+
+
+async def _with_services(
+    settings: Settings, command: SharedCommand, args: argparse.Namespace
+) -> int:
+    store = open_store(settings)
+    try:
+        return await command(
+            Services.build(settings=settings, store=store, clock=SystemClock()), args
+        )
+    except StoreUnavailable as exc:
+        print(f"cannot reach the store: {exc}", file=sys.stderr)
+        return 2
+    except (InvalidInput, NotFound) as exc:
+        print(f"quietroom: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+
+
+async def _platforms_create(services: Services, args: argparse.Namespace) -> int:
+    platform, webhook_secret = await services.provisioning.create_platform(
+        name=args.name, webhook_url=args.webhook_url, actor=_CLI_ACTOR
+    )
+    lines = [("Platform id", platform.id)]
+    if webhook_secret is not None:
+        lines.append(("Webhook signing secret (shown this once)", webhook_secret))
+    _print_labelled(lines)
+    return 0
+
+
+async def _apikeys_create(services: Services, args: argparse.Namespace) -> int:
+    issued = await services.apikeys.create(
+        platform_id=args.platform, name=args.name, scopes=args.scope, actor=_CLI_ACTOR
+    )
+    _print_labelled(
+        [
+            ("API key id", issued.key.id),
+            ("API key (shown this once; keep it in the platform's secret store)", issued.plaintext),
+        ]
+    )
+    return 0
+
+
+async def _apikeys_revoke(services: Services, args: argparse.Namespace) -> int:
+    key = await services.apikeys.revoke(args.key_id, actor=_CLI_ACTOR)
+    print(f"{key.id} revoked at {_when(key.revoked_at)}")
+    return 0
+
+
+async def _apikeys_list(services: Services, args: argparse.Namespace) -> int:
+    for key in await services.apikeys.list_keys(args.platform):
+        state = "live" if key.revoked_at is None else f"revoked {_when(key.revoked_at)}"
+        scopes = ",".join(sorted(scope.value for scope in key.scopes))
+        print(f"{key.id}  {key.name}  created {_when(key.created_at)}  {state}  {scopes}")
+    return 0
+
+
+def _when(at: float | None) -> str:
+    return "-" if at is None else datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _print_labelled(lines: Sequence[tuple[str, str]]) -> None:
+    for label, value in lines:
+        print(f"{label}:")
+        print(f"  {value}")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -183,7 +319,7 @@ async def _run_demo(settings: Settings, sock: socket.socket) -> None:
 
 async def _provision_demo(services: Services) -> list[tuple[str, str]]:
     actor = "demo"
-    platform = await services.provisioning.create_platform(name="Demo platform", actor=actor)
+    platform, _ = await services.provisioning.create_platform(name="Demo platform", actor=actor)
     host = await services.provisioning.create_host(
         display_name="Demo therapist", platform_id=platform.id, actor=actor
     )
@@ -203,10 +339,14 @@ async def _provision_demo(services: Services) -> list[tuple[str, str]]:
     client_link = await services.links.issue(
         LinkPurpose.CLIENT_JOIN, participant_id=client.id, actor=actor
     )
+    api_key = await services.apikeys.create(
+        platform_id=platform.id, name="demo", scopes=list(Scope), actor=actor
+    )
     return [
         ("Host sign-in link (open it first, in one browser)", host_link.url),
         ("Host TOTP enrolment (add to an authenticator app)", enrolment.otpauth_uri),
         ("Client link (open it in another browser or a private window)", client_link.url),
+        ("Platform API key (all scopes; see docs/openapi.yaml)", api_key.plaintext),
     ]
 
 

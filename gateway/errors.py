@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "AppointmentEnded",
     "AuditChainBroken",
     "ConfigError",
     "ConsentError",
@@ -23,8 +24,11 @@ __all__ = [
     "LinkExpired",
     "LinkInvalid",
     "LinkNotYetValid",
+    "NotAllowed",
     "NotFound",
+    "RateLimited",
     "RoomLocked",
+    "ScopeMissing",
     "StoreError",
     "StoreUnavailable",
     "TotpError",
@@ -33,7 +37,13 @@ __all__ = [
     "TotpNotEnrolled",
     "TotpRejected",
     "TotpReplayed",
+    "Unauthenticated",
+    "UnsupportedMediaType",
     "WaitingRoomError",
+    "WebhookError",
+    "WebhookSignatureExpired",
+    "WebhookSignatureInvalid",
+    "WebhookSignatureNotYetValid",
 ]
 
 
@@ -68,6 +78,54 @@ class InvalidInput(GatewayError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class NotAllowed(GatewayError):
+    """The caller's role or session does not allow this action."""
+
+    code = "not_allowed"
+
+
+class Unauthenticated(GatewayError):
+    """No credential, or a malformed, unknown, wrong or revoked one: one answer for all."""
+
+    code = "unauthenticated"
+
+
+class ScopeMissing(NotAllowed):
+    """A valid API key without the scope the action needs."""
+
+    code = "scope_missing"
+
+    def __init__(self, *, scope: str) -> None:
+        super().__init__(f"this API key lacks the {scope} scope")
+        self.scope = scope
+
+
+class UnsupportedMediaType(InvalidInput):
+    """A request body that is not the media type the endpoint reads (JSON)."""
+
+    code = "unsupported_media_type"
+
+
+class AppointmentEnded(GatewayError):
+    """The appointment's session has ended: nobody joins it any more."""
+
+    code = "appointment_ended"
+
+    def __init__(self, *, appointment_id: str) -> None:
+        super().__init__(f"appointment {appointment_id} has ended")
+        self.appointment_id = appointment_id
+
+
+class RateLimited(GatewayError):
+    """Too many requests or events; slow down."""
+
+    code = "rate_limited"
+
+    def __init__(self, *, scope: str) -> None:
+        super().__init__(f"too many requests ({scope})")
+        self.scope = scope
 
 
 # --- links ---------------------------------------------------------------------------
@@ -236,6 +294,39 @@ class AuditChainBroken(GatewayError):
         super().__init__(f"audit chain broken at entry {seq}: {reason}")
         self.seq = seq
         self.reason = reason
+
+
+# --- webhooks ---------------------------------------------------------------------------------
+
+
+class WebhookError(GatewayError):
+    """A webhook could not be signed, verified or sent."""
+
+    code = "webhook_error"
+
+
+class WebhookSignatureInvalid(WebhookError):
+    """Malformed signature header, or no signature in it matches the body and secret."""
+
+    code = "webhook_signature_invalid"
+
+
+class WebhookSignatureExpired(WebhookSignatureInvalid):
+    """The signature matches but was made longer ago than the tolerance allows."""
+
+    def __init__(self, *, signed_at: int, tolerance: int) -> None:
+        super().__init__(f"webhook signed at {signed_at}, older than {tolerance} s")
+        self.signed_at = signed_at
+        self.tolerance = tolerance
+
+
+class WebhookSignatureNotYetValid(WebhookSignatureInvalid):
+    """The signature matches but claims a time further ahead than the tolerance allows."""
+
+    def __init__(self, *, signed_at: int, tolerance: int) -> None:
+        super().__init__(f"webhook signed at {signed_at}, more than {tolerance} s ahead")
+        self.signed_at = signed_at
+        self.tolerance = tolerance
 
 
 # --- storage ----------------------------------------------------------------------------------

@@ -67,6 +67,10 @@ class Settings:
     totp_issuer: str = "Quietroom"
     host_idle_timeout: int = 30 * 60
     session_max_age: int = 12 * 3600
+    #: A client that drops and comes back on the same device within this keeps its place.
+    reconnect_grace: int = 60
+    #: A host whose last connection closed is shown as away after this.
+    host_away_grace: int = 5
     #: Generated secrets are ephemeral: set when dev mode made them up.
     ephemeral_secrets: bool = field(default=False, compare=False)
 
@@ -162,6 +166,8 @@ _FIELDS: dict[str, _Parser] = {
     "totp_issuer": _text,
     "host_idle_timeout": _integer,
     "session_max_age": _integer,
+    "reconnect_grace": _integer,
+    "host_away_grace": _integer,
 }
 
 
@@ -269,6 +275,8 @@ def _check(values: Mapping[str, Any]) -> list[str]:
         ("totp_lockout_seconds", 60, 86400),
         ("host_idle_timeout", 60, 86400),
         ("session_max_age", 300, 7 * 86400),
+        ("reconnect_grace", 0, 3600),
+        ("host_away_grace", 0, 600),
     ):
         value = values.get(name)
         if value is not None and not low <= value <= high:

@@ -46,7 +46,7 @@ class Seeded:
 async def seed(services: Services, *, policy: RoomPolicy | None = None) -> Seeded:
     """One host, room, appointment and client, with a link for each."""
     prov = services.provisioning
-    platform = await prov.create_platform(name="Test platform", actor="test")
+    platform, _ = await prov.create_platform(name="Test platform", actor="test")
     host = await prov.create_host(display_name=HOST_NAME, platform_id=platform.id, actor="test")
     room = await prov.create_room(host_id=host.id, policy=policy or RoomPolicy(), actor="test")
     appointment, host_participant = await prov.create_appointment(room_id=room.id, actor="test")

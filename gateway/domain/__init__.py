@@ -1,5 +1,5 @@
 """Pure rules of Quietroom: no I/O, no asyncio, time injected."""
 
-from gateway.domain import audit, consent, links, model, totp, waiting_room
+from gateway.domain import apikeys, audit, consent, links, model, totp, waiting_room, webhooks
 
-__all__ = ["audit", "consent", "links", "model", "totp", "waiting_room"]
+__all__ = ["apikeys", "audit", "consent", "links", "model", "totp", "waiting_room", "webhooks"]

@@ -18,6 +18,7 @@ __all__ = [
     "ConsentRecord",
     "RecordingDecision",
     "give",
+    "has_live_consent",
     "may_record",
     "require_recording_consent",
     "withdraw",
@@ -96,3 +97,22 @@ def require_recording_consent(
     decision = may_record(participants, consents, session_id=session_id)
     if not decision.allowed:
         raise ConsentMissing(kind=ConsentKind.RECORDING.value, lacking=decision.lacking)
+
+
+def has_live_consent(
+    records: Iterable[ConsentRecord],
+    *,
+    participant_id: str,
+    session_id: str,
+    kind: ConsentKind,
+    version: str | None = None,
+) -> bool:
+    """Whether the participant has a live consent of ``kind`` (to ``version``, if given)."""
+    return any(
+        r.participant_id == participant_id
+        and r.session_id == session_id
+        and r.kind is kind
+        and r.live
+        and (version is None or r.text_version == version)
+        for r in records
+    )

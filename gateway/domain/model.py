@@ -172,6 +172,11 @@ class BrowserSession(_Record):
     expires_at: float
     #: TOTP verified in this browser session (identity proven).
     verified: bool = False
+    #: Last activity, for the host's idle timeout; 0 means "at creation".
+    last_seen: float = 0.0
+
+    def idle_since(self) -> float:
+        return self.last_seen or self.created_at
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -187,4 +192,5 @@ class BrowserSession(_Record):
             created_at=float(data["created_at"]),
             expires_at=float(data["expires_at"]),
             verified=bool(data.get("verified", False)),
+            last_seen=float(data.get("last_seen", 0.0)),
         )

@@ -12,9 +12,10 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.errors import HostAbsent, IllegalTransition, RoomLocked
+from gateway.errors import HostAbsent, IllegalTransition, InvalidInput, RoomLocked
 
 __all__ = [
+    "MAX_HOST_MESSAGE",
     "TRANSITIONS",
     "HostPresence",
     "ParticipantEvent",
@@ -22,6 +23,7 @@ __all__ = [
     "RoomStatus",
     "check_admission",
     "check_knock",
+    "clean_host_message",
     "next_state",
     "sources_of",
     "target_of",
@@ -125,3 +127,18 @@ def check_admission(room: RoomStatus) -> None:
     """Nobody is admitted without a host present."""
     if room.host_presence is not HostPresence.PRESENT:
         raise HostAbsent(room_id=room.room_id)
+
+
+MAX_HOST_MESSAGE = 280
+
+
+def clean_host_message(text: object) -> str:
+    """A short message from the host to a waiting client: 1 to 280 printable characters."""
+    if not isinstance(text, str):
+        raise InvalidInput("a message is text", field="text")
+    message = " ".join(text.split())
+    if not message or len(message) > MAX_HOST_MESSAGE or not message.isprintable():
+        raise InvalidInput(
+            f"a message is 1 to {MAX_HOST_MESSAGE} printable characters", field="text"
+        )
+    return message

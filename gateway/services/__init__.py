@@ -10,28 +10,38 @@ from dataclasses import dataclass
 from gateway.clock import Clock
 from gateway.domain.links import LinkPurpose, LinkSigner
 from gateway.domain.totp import TotpPolicy
+from gateway.services.apikeys import ApiKeyService, IssuedApiKey
 from gateway.services.audit import AuditLog, AuditReport
 from gateway.services.events import Event, EventBus, EventKind
 from gateway.services.identity import IdentityService, Verified
 from gateway.services.links import IssuedLink, LinkService, Redemption
+from gateway.services.platform_access import PlatformAccess
 from gateway.services.provisioning import Provisioning
-from gateway.services.sessions import hash_session_token, new_session_token
+from gateway.services.sessions import BrowserSessions, hash_session_token, new_session_token
+from gateway.services.waiting_room import QueueEntry, Seat, WaitingRoomService
 from gateway.settings import Settings
 from gateway.storage.base import Store
 
 __all__ = [
+    "ApiKeyService",
     "AuditLog",
     "AuditReport",
+    "BrowserSessions",
     "Event",
     "EventBus",
     "EventKind",
     "IdentityService",
+    "IssuedApiKey",
     "IssuedLink",
     "LinkService",
+    "PlatformAccess",
     "Provisioning",
+    "QueueEntry",
     "Redemption",
+    "Seat",
     "Services",
     "Verified",
+    "WaitingRoomService",
     "hash_session_token",
     "new_session_token",
 ]
@@ -48,6 +58,10 @@ class Services:
     links: LinkService
     identity: IdentityService
     provisioning: Provisioning
+    waiting_room: WaitingRoomService
+    sessions: BrowserSessions
+    apikeys: ApiKeyService
+    platform_access: PlatformAccess
 
     @classmethod
     def build(cls, *, settings: Settings, store: Store, clock: Clock) -> Services:
@@ -67,6 +81,7 @@ class Services:
             lockout_seconds=settings.totp_lockout_seconds,
             issuer=settings.totp_issuer,
         )
+        identity = IdentityService(store=store, clock=clock, audit=audit, policy=policy)
         return cls(
             store=store,
             clock=clock,
@@ -80,6 +95,16 @@ class Services:
                 public_url=settings.public_url,
                 session_max_age=settings.session_max_age,
             ),
-            identity=IdentityService(store=store, clock=clock, audit=audit, policy=policy),
-            provisioning=Provisioning(store=store, clock=clock, audit=audit),
+            identity=identity,
+            provisioning=Provisioning(
+                store=store, clock=clock, audit=audit, allow_http_webhooks=settings.dev_mode
+            ),
+            waiting_room=WaitingRoomService(
+                store=store, clock=clock, audit=audit, events=events, identity=identity
+            ),
+            sessions=BrowserSessions(
+                store=store, clock=clock, host_idle_timeout=settings.host_idle_timeout
+            ),
+            apikeys=ApiKeyService(store=store, clock=clock, audit=audit),
+            platform_access=PlatformAccess(store=store),
         )

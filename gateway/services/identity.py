@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from gateway.clock import Clock
 from gateway.domain import totp
-from gateway.errors import TotpLockedOut, TotpNotEnrolled, TotpRejected, TotpReplayed
+from gateway.errors import NotAllowed, TotpLockedOut, TotpNotEnrolled, TotpRejected, TotpReplayed
 from gateway.services.audit import AuditLog
 from gateway.storage.base import Store
 
@@ -53,6 +53,17 @@ class IdentityService:
         await self._store.set_totp_secret(participant_id, secret)
         await self._audit.record(
             "totp.enrolled", actor=actor, subjects={"participant": participant_id}
+        )
+        return totp.enrol(secret, account_label=self._label, policy=self._policy)
+
+    async def enrol_first_time(self, participant_id: str) -> totp.Enrolment:
+        """Enrolment on a first visit: shown once; a second request is refused, so a
+        stolen session cannot read or replace a secret already in use."""
+        secret = totp.new_secret()
+        if not await self._store.add_totp_secret(participant_id, secret):
+            raise NotAllowed("already enrolled: use the code from your authenticator app")
+        await self._audit.record(
+            "totp.enrolled", actor=participant_id, subjects={"participant": participant_id}
         )
         return totp.enrol(secret, account_label=self._label, policy=self._policy)
 

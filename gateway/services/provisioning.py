@@ -15,7 +15,8 @@ from gateway.domain.model import (
     clean_display_name,
 )
 from gateway.domain.waiting_room import ParticipantState
-from gateway.errors import GatewayError, InvalidInput, NotFound
+from gateway.domain.webhooks import clean_webhook_url, new_webhook_secret
+from gateway.errors import AppointmentEnded, InvalidInput, NotFound
 from gateway.services.audit import AuditLog
 from gateway.storage.base import Store
 
@@ -25,25 +26,43 @@ __all__ = ["Provisioning"]
 class Provisioning:
     """What a platform (or the demo) sets up before anyone joins."""
 
-    def __init__(self, *, store: Store, clock: Clock, audit: AuditLog) -> None:
+    def __init__(
+        self, *, store: Store, clock: Clock, audit: AuditLog, allow_http_webhooks: bool = False
+    ) -> None:
         self._store = store
         self._clock = clock
         self._audit = audit
+        #: Development only: webhook URLs may be plain http (loopback always may).
+        self._allow_http_webhooks = allow_http_webhooks
 
     async def create_platform(
         self, *, name: str, webhook_url: str | None = None, actor: str
-    ) -> Platform:
+    ) -> tuple[Platform, str | None]:
+        """A new platform, and its webhook signing secret (shown this once) if it has a
+        webhook URL; None otherwise."""
+        url = None if webhook_url is None else self._webhook_url(webhook_url)
         platform = Platform(
             id=new_id("plt"),
             name=_name(name),
             created_at=self._clock.now(),
-            webhook_url=webhook_url,
+            webhook_url=url,
         )
+        secret = None
+        if url is not None:
+            # The secret first: a platform with a URL but no secret would send nothing.
+            secret = new_webhook_secret()
+            await self._store.set_webhook_secret(platform.id, secret)
         await self._store.put_platform(platform)
         await self._audit.record(
             "platform.created", actor=actor, subjects={"platform": platform.id}
         )
-        return platform
+        return platform, secret
+
+    def _webhook_url(self, value: str) -> str:
+        try:
+            return clean_webhook_url(value, allow_http=self._allow_http_webhooks)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="webhook_url") from None
 
     async def create_host(self, *, display_name: str, platform_id: str, actor: str) -> Host:
         if await self._store.get_platform(platform_id) is None:
@@ -107,7 +126,7 @@ class Provisioning:
         if appointment is None:
             raise NotFound("appointment")
         if appointment.ended_at is not None:
-            raise GatewayError("the appointment has ended")
+            raise AppointmentEnded(appointment_id=appointment_id)
         now = self._clock.now()
         participant = Participant(
             id=new_id("ptc"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Protocol
 
+from gateway.domain.apikeys import ApiKey
 from gateway.domain.audit import AuditDraft, AuditEntry
 from gateway.domain.consent import ConsentKind, ConsentRecord
 from gateway.domain.model import (
@@ -24,6 +25,7 @@ from gateway.domain.model import (
 )
 from gateway.domain.totp import AttemptGrant
 from gateway.domain.waiting_room import HostPresence, ParticipantState
+from gateway.domain.webhooks import WebhookClaim, WebhookDelivery
 
 __all__ = ["Store"]
 
@@ -44,6 +46,19 @@ class Store(Protocol):
     async def put_platform(self, platform: Platform) -> None: ...
 
     async def get_platform(self, platform_id: str) -> Platform | None: ...
+
+    # --- platform API keys --------------------------------------------------------------
+
+    async def put_api_key(self, key: ApiKey) -> None:
+        """Keep a new key (its secret's hash only) and list it under its platform."""
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None: ...
+
+    async def revoke_api_key(self, key_id: str, at: float) -> ApiKey | None:
+        """Set ``revoked_at`` once (the first revocation wins); None if there is no key."""
+
+    async def list_api_keys(self, platform_id: str) -> list[ApiKey]:
+        """Every key of the platform, revoked ones included, oldest first."""
 
     async def put_host(self, host: Host) -> None: ...
 
@@ -112,6 +127,9 @@ class Store(Protocol):
     async def set_totp_secret(self, participant_id: str, secret: str) -> None:
         """Keep the secret, encrypted at rest; replaces any earlier one and its steps."""
 
+    async def add_totp_secret(self, participant_id: str, secret: str) -> bool:
+        """Keep the secret only if the participant has none yet (first enrolment wins)."""
+
     async def get_totp_secret(self, participant_id: str) -> str | None: ...
 
     async def use_totp_step(self, participant_id: str, step: int) -> bool:
@@ -164,7 +182,38 @@ class Store(Protocol):
 
     async def mark_session_verified(self, session_hash: str) -> BrowserSession | None: ...
 
+    async def touch_session(self, session_hash: str, at: float) -> BrowserSession | None:
+        """Record activity on the session now; None if it does not exist."""
+
     async def delete_session(self, session_hash: str) -> None: ...
 
     async def delete_appointment_sessions(self, appointment_id: str) -> int:
         """End every browser session of the appointment; returns how many."""
+
+    # --- webhooks ------------------------------------------------------------------------------
+
+    async def set_webhook_secret(self, platform_id: str, secret: str) -> None:
+        """Keep the platform's webhook signing secret, encrypted at rest; replaces any."""
+
+    async def get_webhook_secret(self, platform_id: str) -> str | None: ...
+
+    async def enqueue_webhook(self, delivery: WebhookDelivery) -> None:
+        """Put a delivery in the outbox, due at ``delivery.due_at``."""
+
+    async def claim_webhooks(self, *, now: float, lease: float, limit: int) -> list[WebhookClaim]:
+        """Lease up to ``limit`` deliveries due by ``now``, earliest due first.
+
+        A claimed delivery is due again at ``now + lease`` (if its sender died), so no
+        other claimer gets it before then; concurrent claimers never share a delivery.
+        """
+
+    async def complete_webhook(self, delivery_id: str) -> bool:
+        """Delivered: drop it from the outbox. False if it was not there."""
+
+    async def reschedule_webhook(
+        self, delivery_id: str, *, claim: str, due_at: float, attempts: int
+    ) -> bool:
+        """Due again at ``due_at`` after ``attempts`` failures; only under its live claim."""
+
+    async def abandon_webhook(self, delivery_id: str, *, claim: str) -> bool:
+        """Give up: drop it from the outbox; only under its live claim."""

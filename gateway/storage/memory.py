@@ -8,10 +8,13 @@ anything that must survive a restart or span processes.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 from collections.abc import Collection
 
+from gateway.domain.apikeys import ApiKey, revoke
 from gateway.domain.audit import GENESIS_HASH, AuditDraft, AuditEntry, chain
 from gateway.domain.consent import ConsentKind, ConsentRecord, withdraw
+from gateway.domain.ids import new_id
 from gateway.domain.model import (
     Appointment,
     BrowserSession,
@@ -22,6 +25,7 @@ from gateway.domain.model import (
 )
 from gateway.domain.totp import AttemptGrant
 from gateway.domain.waiting_room import HostPresence, ParticipantState
+from gateway.domain.webhooks import WebhookClaim, WebhookDelivery
 from gateway.storage.secretbox import SecretBox
 
 __all__ = ["MemoryStore"]
@@ -39,6 +43,7 @@ class MemoryStore:
     def __init__(self, *, secret_box: SecretBox) -> None:
         self._box = secret_box
         self._platforms: dict[str, Platform] = {}
+        self._api_keys: dict[str, ApiKey] = {}
         self._hosts: dict[str, Host] = {}
         self._rooms: dict[str, Room] = {}
         self._appointments: dict[str, Appointment] = {}
@@ -50,6 +55,11 @@ class MemoryStore:
         self._consents: dict[str, list[ConsentRecord]] = {}
         self._audit: list[AuditEntry] = []
         self._sessions: dict[str, BrowserSession] = {}
+        self._webhook_secrets: dict[str, bytes] = {}
+        self._webhooks: dict[str, WebhookDelivery] = {}
+        #: When each delivery is next visible to claimers: its due time, or a lease's end.
+        self._webhook_visible: dict[str, float] = {}
+        self._webhook_claims: dict[str, str] = {}
         self._connections: dict[str, int] = {}
         self._rate_windows: dict[str, tuple[int, int]] = {}
 
@@ -66,6 +76,25 @@ class MemoryStore:
 
     async def get_platform(self, platform_id: str) -> Platform | None:
         return self._platforms.get(platform_id)
+
+    # --- platform API keys --------------------------------------------------------------
+
+    async def put_api_key(self, key: ApiKey) -> None:
+        self._api_keys[key.id] = key
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        return self._api_keys.get(key_id)
+
+    async def revoke_api_key(self, key_id: str, at: float) -> ApiKey | None:
+        key = self._api_keys.get(key_id)
+        if key is None:
+            return None
+        self._api_keys[key_id] = key = revoke(key, at=at)
+        return key
+
+    async def list_api_keys(self, platform_id: str) -> list[ApiKey]:
+        found = [k for k in self._api_keys.values() if k.platform_id == platform_id]
+        return sorted(found, key=lambda k: (k.created_at, k.id))
 
     async def put_host(self, host: Host) -> None:
         self._hosts[host.id] = host
@@ -182,6 +211,12 @@ class MemoryStore:
         self._totp_secrets[participant_id] = self._box.seal(secret)
         self._totp_steps.pop(participant_id, None)
 
+    async def add_totp_secret(self, participant_id: str, secret: str) -> bool:
+        if participant_id in self._totp_secrets:
+            return False
+        await self.set_totp_secret(participant_id, secret)
+        return True
+
     async def get_totp_secret(self, participant_id: str) -> str | None:
         sealed = self._totp_secrets.get(participant_id)
         return None if sealed is None else self._box.open(sealed)
@@ -278,6 +313,13 @@ class MemoryStore:
         self._sessions[session_hash] = session = dataclasses.replace(session, verified=True)
         return session
 
+    async def touch_session(self, session_hash: str, at: float) -> BrowserSession | None:
+        session = self._sessions.get(session_hash)
+        if session is None:
+            return None
+        self._sessions[session_hash] = session = dataclasses.replace(session, last_seen=at)
+        return session
+
     async def delete_session(self, session_hash: str) -> None:
         self._sessions.pop(session_hash, None)
 
@@ -286,3 +328,56 @@ class MemoryStore:
         for session_hash in doomed:
             del self._sessions[session_hash]
         return len(doomed)
+
+    # --- webhooks ------------------------------------------------------------------------------
+
+    async def set_webhook_secret(self, platform_id: str, secret: str) -> None:
+        self._webhook_secrets[platform_id] = self._box.seal(secret)
+
+    async def get_webhook_secret(self, platform_id: str) -> str | None:
+        sealed = self._webhook_secrets.get(platform_id)
+        return None if sealed is None else self._box.open(sealed)
+
+    async def enqueue_webhook(self, delivery: WebhookDelivery) -> None:
+        self._webhooks[delivery.id] = delivery
+        self._webhook_visible[delivery.id] = delivery.due_at
+        self._webhook_claims.pop(delivery.id, None)
+
+    async def claim_webhooks(self, *, now: float, lease: float, limit: int) -> list[WebhookClaim]:
+        if limit <= 0:
+            return []
+        due = heapq.nsmallest(
+            limit, ((at, i) for i, at in self._webhook_visible.items() if at <= now)
+        )
+        claim = new_id("clm")
+        claimed: list[WebhookClaim] = []
+        for _, delivery_id in due:
+            self._webhook_visible[delivery_id] = now + lease
+            self._webhook_claims[delivery_id] = claim
+            claimed.append(WebhookClaim(delivery=self._webhooks[delivery_id], claim=claim))
+        return claimed
+
+    async def complete_webhook(self, delivery_id: str) -> bool:
+        return self._drop_webhook(delivery_id)
+
+    async def reschedule_webhook(
+        self, delivery_id: str, *, claim: str, due_at: float, attempts: int
+    ) -> bool:
+        if self._webhook_claims.get(delivery_id) != claim:
+            return False
+        self._webhooks[delivery_id] = dataclasses.replace(
+            self._webhooks[delivery_id], due_at=due_at, attempts=attempts
+        )
+        self._webhook_visible[delivery_id] = due_at
+        del self._webhook_claims[delivery_id]
+        return True
+
+    async def abandon_webhook(self, delivery_id: str, *, claim: str) -> bool:
+        if self._webhook_claims.get(delivery_id) != claim:
+            return False
+        return self._drop_webhook(delivery_id)
+
+    def _drop_webhook(self, delivery_id: str) -> bool:
+        self._webhook_visible.pop(delivery_id, None)
+        self._webhook_claims.pop(delivery_id, None)
+        return self._webhooks.pop(delivery_id, None) is not None

@@ -8,6 +8,9 @@ Keys, all under the prefix (default ``qr:``), as ``<kind>:<id>`` with a colon-fr
 
 ==========================  ==========================================================
 ``platform:<id>``           hash: id, name, created_at, webhook_url (if set)
+``apikey:<id>``             hash: id, platform_id, name, scopes (space-separated),
+                            created_at, secret_hash, revoked_at (once revoked)
+``platform_apikeys:<id>``   set of the platform's API key ids
 ``host:<id>``               hash: id, display_name, created_at, platform_id
 ``room:<id>``               hash: id, host_id, policy (JSON), created_at, locked,
                             host_presence
@@ -29,9 +32,15 @@ Keys, all under the prefix (default ``qr:``), as ``<kind>:<id>`` with a colon-fr
 ``audit:head``              ``<seq>:<hash>`` of the newest entry
 ``session:<hash>``          hash: participant_id, appointment_id, role, created_at,
                             expires_at, verified; expires at ``expires_at``
+``webhook_secret:<id>``     the platform's sealed webhook signing secret
+``webhook:<id>``            hash: id, platform_id, kind, body, created_at, due_at,
+                            attempts, claim (while leased)
+``webhooks:due``            sorted set of delivery ids by when each is next visible
+                            to claimers (its due time, or a lease's end)
 ==========================  ==========================================================
 
-One script builds key names from the prefix (it ends every session of an appointment),
+Two scripts build key names from the prefix (ending every session of an appointment,
+claiming webhooks),
 so this store needs one Redis primary (Sentinel if wanted), not Redis Cluster; and
 Redis 7 or newer (``PEXPIREAT ... NX`` / ``GT``).
 """
@@ -53,8 +62,10 @@ from redis.exceptions import MasterDownError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
+from gateway.domain.apikeys import ApiKey, Scope
 from gateway.domain.audit import GENESIS_HASH, AuditDraft, AuditEntry, chain, entry_from_dict
 from gateway.domain.consent import ConsentKind, ConsentRecord
+from gateway.domain.ids import new_id
 from gateway.domain.model import (
     Appointment,
     BrowserSession,
@@ -66,6 +77,7 @@ from gateway.domain.model import (
 )
 from gateway.domain.totp import AttemptGrant
 from gateway.domain.waiting_room import HostPresence, ParticipantState
+from gateway.domain.webhooks import WebhookClaim, WebhookDelivery, WebhookType
 from gateway.errors import StoreError, StoreUnavailable
 from gateway.storage.secretbox import SecretBox
 
@@ -123,6 +135,13 @@ def _translate_errors(
 _HSET_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 redis.call('HSET', KEYS[1], unpack(ARGV))
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS[1] API key; ARGV[1] revoked_at. The first revocation wins.
+_REVOKE_API_KEY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HSETNX', KEYS[1], 'revoked_at', ARGV[1])
 return redis.call('HGETALL', KEYS[1])
 """
 
@@ -242,6 +261,43 @@ redis.call('DEL', KEYS[1])
 return ended
 """
 
+# KEYS[1] due set; ARGV[1] now, ARGV[2] lease end, ARGV[3] limit, ARGV[4] claim,
+# ARGV[5] delivery key prefix. -> the claimed deliveries' fields, earliest due first.
+_CLAIM_WEBHOOKS = """
+local claimed = {}
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, id in ipairs(due) do
+  local key = ARGV[5] .. id
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id)
+    redis.call('HSET', key, 'claim', ARGV[4])
+    claimed[#claimed + 1] = redis.call('HGETALL', key)
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return claimed
+"""
+
+# KEYS[1] delivery, KEYS[2] due set; ARGV[1] claim, ARGV[2] due_at, ARGV[3] attempts,
+# ARGV[4] delivery id. -> 1 rescheduled, 0 not under this claim (or gone).
+_RESCHEDULE_WEBHOOK = """
+if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'due_at', ARGV[2], 'attempts', ARGV[3])
+redis.call('HDEL', KEYS[1], 'claim')
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
+return 1
+"""
+
+# KEYS[1] delivery, KEYS[2] due set; ARGV[1] claim, ARGV[2] delivery id.
+# -> 1 dropped, 0 not under this claim (or gone).
+_ABANDON_WEBHOOK = """
+if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+return 1
+"""
+
 
 # --- encoding -------------------------------------------------------------------------------
 
@@ -282,6 +338,33 @@ def _platform(f: Mapping[str, str]) -> Platform:
         name=f["name"],
         created_at=float(f["created_at"]),
         webhook_url=f.get("webhook_url"),
+    )
+
+
+def _api_key_fields(key: ApiKey) -> dict[str, str]:
+    fields = {
+        "id": key.id,
+        "platform_id": key.platform_id,
+        "name": key.name,
+        "scopes": " ".join(sorted(scope.value for scope in key.scopes)),
+        "created_at": _num(key.created_at),
+        "secret_hash": key.secret_hash,
+    }
+    if key.revoked_at is not None:
+        fields["revoked_at"] = _num(key.revoked_at)
+    return fields
+
+
+def _api_key(f: Mapping[str, str]) -> ApiKey:
+    revoked_at = f.get("revoked_at")
+    return ApiKey(
+        id=f["id"],
+        platform_id=f["platform_id"],
+        name=f["name"],
+        scopes=frozenset(Scope(s) for s in f["scopes"].split()),
+        created_at=float(f["created_at"]),
+        secret_hash=f["secret_hash"],
+        revoked_at=None if revoked_at is None else float(revoked_at),
     )
 
 
@@ -377,6 +460,7 @@ def _session_fields(session: BrowserSession) -> dict[str, str]:
         "created_at": _num(session.created_at),
         "expires_at": _num(session.expires_at),
         "verified": "1" if session.verified else "0",
+        "last_seen": _num(session.last_seen),
     }
 
 
@@ -388,6 +472,7 @@ def _session(f: Mapping[str, str]) -> BrowserSession:
         created_at=float(f["created_at"]),
         expires_at=float(f["expires_at"]),
         verified=f["verified"] == "1",
+        last_seen=float(f.get("last_seen", "0.0")),
     )
 
 
@@ -429,6 +514,30 @@ def _head_value(seq: int, digest: str) -> str:
     return "" if seq == 0 else f"{seq}:{digest}"
 
 
+def _webhook_fields(delivery: WebhookDelivery) -> dict[str, str]:
+    return {
+        "id": delivery.id,
+        "platform_id": delivery.platform_id,
+        "kind": delivery.kind.value,
+        "body": delivery.body,
+        "created_at": _num(delivery.created_at),
+        "due_at": _num(delivery.due_at),
+        "attempts": str(int(delivery.attempts)),
+    }
+
+
+def _webhook(f: Mapping[str, str]) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=f["id"],
+        platform_id=f["platform_id"],
+        kind=WebhookType(f["kind"]),
+        body=f["body"],
+        created_at=float(f["created_at"]),
+        due_at=float(f["due_at"]),
+        attempts=int(f["attempts"]),
+    )
+
+
 # --- the store ------------------------------------------------------------------------------
 
 
@@ -459,6 +568,7 @@ class RedisStore:
         self._audit_lock = asyncio.Lock()
         self._hset_if_exists = client.register_script(_HSET_IF_EXISTS)
         self._end_appointment = client.register_script(_END_APPOINTMENT)
+        self._revoke_api_key = client.register_script(_REVOKE_API_KEY)
         self._transition = client.register_script(_TRANSITION)
         self._change_connections = client.register_script(_CHANGE_CONNECTIONS)
         self._hit_rate_limit = client.register_script(_HIT_RATE_LIMIT)
@@ -468,6 +578,9 @@ class RedisStore:
         self._withdraw_consent = client.register_script(_WITHDRAW_CONSENT)
         self._append_audit = client.register_script(_APPEND_AUDIT)
         self._delete_appointment_sessions = client.register_script(_DELETE_APPOINTMENT_SESSIONS)
+        self._claim_webhooks = client.register_script(_CLAIM_WEBHOOKS)
+        self._reschedule_webhook = client.register_script(_RESCHEDULE_WEBHOOK)
+        self._abandon_webhook = client.register_script(_ABANDON_WEBHOOK)
 
     @classmethod
     def from_url(
@@ -532,6 +645,38 @@ class RedisStore:
     async def get_platform(self, platform_id: str) -> Platform | None:
         fields = await self._hash(self._key("platform", platform_id))
         return None if fields is None else _platform(fields)
+
+    # --- platform API keys --------------------------------------------------------------
+
+    @_translate_errors
+    async def put_api_key(self, key: ApiKey) -> None:
+        hash_key = self._key("apikey", key.id)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.delete(hash_key)
+            pipe.hset(hash_key, mapping=_encodable(_api_key_fields(key)))
+            pipe.sadd(self._key("platform_apikeys", key.platform_id), key.id)
+            await pipe.execute()
+
+    @_translate_errors
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        fields = await self._hash(self._key("apikey", key_id))
+        return None if fields is None else _api_key(fields)
+
+    @_translate_errors
+    async def revoke_api_key(self, key_id: str, at: float) -> ApiKey | None:
+        raw = await self._revoke_api_key(keys=[self._key("apikey", key_id)], args=[_num(at)])
+        return None if raw is None else _api_key(_fields(raw))
+
+    @_translate_errors
+    async def list_api_keys(self, platform_id: str) -> list[ApiKey]:
+        members = await self._client.smembers(self._key("platform_apikeys", platform_id))
+        async with self._client.pipeline(transaction=False) as pipe:
+            for member in sorted(_text(m) for m in members):
+                pipe.hgetall(self._key("apikey", member))
+            raws = await pipe.execute()
+        found = [_api_key(_fields(raw)) for raw in raws if raw]
+        found = [k for k in found if k.platform_id == platform_id]
+        return sorted(found, key=lambda k: (k.created_at, k.id))
 
     @_translate_errors
     async def put_host(self, host: Host) -> None:
@@ -668,6 +813,14 @@ class RedisStore:
             pipe.set(self._key("totp_secret", participant_id), sealed)
             pipe.delete(self._key("totp_step", participant_id))
             await pipe.execute()
+
+    @_translate_errors
+    async def add_totp_secret(self, participant_id: str, secret: str) -> bool:
+        # A fresh participant has no used step to clear, so one SET NX is the whole act.
+        first = await self._client.set(
+            self._key("totp_secret", participant_id), self._box.seal(secret), nx=True
+        )
+        return bool(first)
 
     @_translate_errors
     async def get_totp_secret(self, participant_id: str) -> str | None:
@@ -815,6 +968,13 @@ class RedisStore:
         return None if raw is None else _session(_fields(raw))
 
     @_translate_errors
+    async def touch_session(self, session_hash: str, at: float) -> BrowserSession | None:
+        raw = await self._hset_if_exists(
+            keys=[self._key("session", session_hash)], args=["last_seen", _num(at)]
+        )
+        return None if raw is None else _session(_fields(raw))
+
+    @_translate_errors
     async def delete_session(self, session_hash: str) -> None:
         # Its member in the appointment's set is harmless: deleting them all checks each.
         await self._client.delete(self._key("session", session_hash))
@@ -826,6 +986,65 @@ class RedisStore:
             args=[self._key("session", ""), appointment_id],
         )
         return int(ended)
+
+    # --- webhooks ------------------------------------------------------------------------------
+
+    @_translate_errors
+    async def set_webhook_secret(self, platform_id: str, secret: str) -> None:
+        await self._client.set(self._key("webhook_secret", platform_id), self._box.seal(secret))
+
+    @_translate_errors
+    async def get_webhook_secret(self, platform_id: str) -> str | None:
+        sealed = await self._client.get(self._key("webhook_secret", platform_id))
+        if sealed is None:
+            return None
+        return self._box.open(sealed if isinstance(sealed, bytes) else sealed.encode("ascii"))
+
+    @_translate_errors
+    async def enqueue_webhook(self, delivery: WebhookDelivery) -> None:
+        key = self._key("webhook", delivery.id)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping=_encodable(_webhook_fields(delivery)))
+            pipe.zadd(self._key("webhooks", "due"), {delivery.id: delivery.due_at})
+            await pipe.execute()
+
+    @_translate_errors
+    async def claim_webhooks(self, *, now: float, lease: float, limit: int) -> list[WebhookClaim]:
+        if limit <= 0:
+            return []
+        claim = new_id("clm")
+        raws = await self._claim_webhooks(
+            keys=[self._key("webhooks", "due")],
+            args=[_num(now), _num(now + lease), str(int(limit)), claim, self._key("webhook", "")],
+        )
+        return [WebhookClaim(delivery=_webhook(_fields(raw)), claim=claim) for raw in raws]
+
+    @_translate_errors
+    async def complete_webhook(self, delivery_id: str) -> bool:
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.delete(self._key("webhook", delivery_id))
+            pipe.zrem(self._key("webhooks", "due"), delivery_id)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    @_translate_errors
+    async def reschedule_webhook(
+        self, delivery_id: str, *, claim: str, due_at: float, attempts: int
+    ) -> bool:
+        done = await self._reschedule_webhook(
+            keys=[self._key("webhook", delivery_id), self._key("webhooks", "due")],
+            args=[claim, _num(due_at), str(int(attempts)), delivery_id],
+        )
+        return bool(done == 1)
+
+    @_translate_errors
+    async def abandon_webhook(self, delivery_id: str, *, claim: str) -> bool:
+        done = await self._abandon_webhook(
+            keys=[self._key("webhook", delivery_id), self._key("webhooks", "due")],
+            args=[claim, delivery_id],
+        )
+        return bool(done == 1)
 
 
 def _connect(url: str, *, max_connections: int = 64, timeout: float = 5.0) -> Redis:

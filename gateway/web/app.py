@@ -9,11 +9,15 @@ from aiohttp import web
 
 from gateway.clock import Clock, SystemClock
 from gateway.services import Services
+from gateway.services.webhooks import WebhookConfig
 from gateway.settings import Settings
 from gateway.storage import MemoryStore, SecretBox, Store
+from gateway.web.api import api_routes
 from gateway.web.keys import SERVICES, SETTINGS
 from gateway.web.middleware import error_middleware, security_headers
 from gateway.web.routes import routes
+from gateway.web.webhooks import webhooks_ctx
+from signaling import attach_signaling
 
 __all__ = ["create_app", "open_store"]
 
@@ -40,8 +44,12 @@ def create_app(
     *,
     clock: Clock | None = None,
     store_factory: StoreFactory = open_store,
+    webhooks: WebhookConfig | None = None,
 ) -> web.Application:
-    """The gateway's web application, configured by ``settings``."""
+    """The gateway's web application, configured by ``settings``.
+
+    ``webhooks`` tunes the webhook worker (tests shorten its retry schedule).
+    """
     app = web.Application(
         middlewares=[security_headers(settings), error_middleware],
         client_max_size=MAX_REQUEST_BYTES,
@@ -59,5 +67,9 @@ def create_app(
             await store.close()
 
     app.cleanup_ctx.append(services_ctx)
+    app.cleanup_ctx.append(webhooks_ctx(webhooks))
     app.add_routes(routes)
+    app.add_routes(api_routes)
+    # After the services context, so the namespaces find app[SERVICES] at start.
+    attach_signaling(app, settings, the_clock)
     return app

@@ -12,10 +12,17 @@ from gateway.errors import (
     GatewayError,
     InvalidInput,
     LinkError,
+    NotAllowed,
     NotFound,
+    RateLimited,
+    StoreError,
     StoreUnavailable,
+    Unauthenticated,
+    UnsupportedMediaType,
 )
 from gateway.settings import Settings
+from gateway.web.access_log import redact_path
+from gateway.web.api import API_PREFIX, dumps
 from gateway.web.pages import render
 
 __all__ = ["error_middleware", "security_headers"]
@@ -76,13 +83,16 @@ def _apply(response: web.StreamResponse, csp: str, settings: Settings) -> None:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map the gateway's errors to pages; nothing else builds error answers."""
+    """Map the gateway's errors to pages, or to JSON under the platform API; nothing
+    else builds error answers."""
+    if request.path.startswith(f"{API_PREFIX}/"):
+        return await _api_errors(request, handler)
     try:
         return await handler(request)
     except LinkError:
         return render("link_refused.html", status=LINK_REFUSED_STATUS, title="Link not valid")
     except StoreUnavailable:
-        log.error("store unavailable while serving %s", request.path)
+        log.error("store unavailable while serving %s", redact_path(request.path))
         return render("unavailable.html", status=503, title="Try again shortly")
     except NotFound:
         return render(
@@ -96,8 +106,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return render(
             "error.html", status=400, title="Not accepted", heading="Not accepted", message=str(exc)
         )
+    except NotAllowed:
+        log.warning("not allowed: %s %s", request.method, redact_path(request.path))
+        return render(
+            "error.html",
+            status=403,
+            title="Not allowed",
+            heading="That is not allowed",
+            message="Please open the link you were sent and try again.",
+        )
     except GatewayError as exc:
-        log.warning("refused %s: %s", request.path, exc.code)
+        log.warning("refused %s: %s", redact_path(request.path), exc.code)
         return render(
             "error.html",
             status=400,
@@ -105,3 +124,58 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             heading="That is not possible right now",
             message="Please go back and try again.",
         )
+
+
+# --- the platform API: JSON errors --------------------------------------------------------------
+
+#: HTTP status of each error, by the first class in this order that the error is.
+_API_STATUS: tuple[tuple[type[GatewayError], int], ...] = (
+    (Unauthenticated, 401),
+    (NotAllowed, 403),
+    (NotFound, 404),
+    (UnsupportedMediaType, 415),
+    (InvalidInput, 400),
+    (RateLimited, 429),
+    (StoreUnavailable, 503),
+    (StoreError, 500),
+    (LinkError, LINK_REFUSED_STATUS),
+    (GatewayError, 409),
+)
+
+#: Codes for what aiohttp itself refuses (no such route, wrong method, body too large).
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+async def _api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        status = next(status for kind, status in _API_STATUS if isinstance(exc, kind))
+        if status >= 500:
+            log.error("api %s %s failed: %s", request.method, request.path, exc.code)
+        headers = {"WWW-Authenticate": 'Bearer realm="quietroom"'} if status == 401 else {}
+        return _api_error(status, exc.code, str(exc), headers=headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        return _api_error(exc.status, code, exc.reason.lower(), headers=allow)
+    except Exception:  # the API answers JSON even for a bug; the log has the traceback
+        log.exception("api %s %s failed unexpectedly", request.method, request.path)
+        return _api_error(500, "internal_error", "internal error")
+
+
+def _api_error(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message}},
+        status=status,
+        dumps=dumps,
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )

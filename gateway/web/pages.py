@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import string
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 
@@ -18,9 +19,18 @@ def _template(name: str) -> string.Template:
     return string.Template(text)
 
 
-def render(name: str, *, status: int = 200, title: str, **values: str) -> web.Response:
-    """Render ``templates/<name>`` inside the common layout; every value is escaped."""
-    body = _template(name).substitute({k: html.escape(v) for k, v in values.items()})
+def render(
+    name: str,
+    *,
+    status: int = 200,
+    title: str,
+    trusted: Mapping[str, str] | None = None,
+    **values: str,
+) -> web.Response:
+    """Render ``templates/<name>`` inside the common layout. Every value is escaped,
+    except ``trusted`` markup that the gateway made itself (a QR code's SVG)."""
+    escaped = {k: html.escape(v) for k, v in values.items()}
+    body = _template(name).substitute({**escaped, **(trusted or {})})
     page = _template("layout.html").substitute(title=html.escape(title), body=body)
     return web.Response(
         status=status,

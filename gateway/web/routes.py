@@ -6,8 +6,17 @@ from aiohttp import web
 
 from gateway.domain.links import LinkPurpose
 from gateway.domain.model import BrowserSession, Role
-from gateway.services import hash_session_token
+from gateway.errors import (
+    NotAllowed,
+    TotpError,
+    TotpInvalidFormat,
+    TotpLockedOut,
+    TotpNotEnrolled,
+    TotpRejected,
+    TotpReplayed,
+)
 from gateway.settings import Settings
+from gateway.web.csrf import check_form_request, csrf_token
 from gateway.web.keys import SERVICES, SETTINGS
 from gateway.web.pages import render
 
@@ -55,27 +64,87 @@ async def _redeem(request: web.Request, purpose: LinkPurpose, landing: str) -> w
     return response
 
 
-async def current_session(request: web.Request) -> BrowserSession | None:
-    """The browser session of this request's cookie, if it is alive."""
-    settings = request.app[SETTINGS]
-    services = request.app[SERVICES]
-    token = request.cookies.get(cookie_name(settings))
-    if not token or len(token) > 128:
-        return None
-    return await services.store.get_session(hash_session_token(token), now=services.clock.now())
+async def current_session(request: web.Request) -> tuple[str, BrowserSession] | None:
+    """(hash, session) of this request's cookie, if the session is alive."""
+    token = request.cookies.get(cookie_name(request.app[SETTINGS]))
+    return await request.app[SERVICES].sessions.resolve(token)
 
 
 @routes.get("/join")
 async def join_page(request: web.Request) -> web.Response:
-    session = await current_session(request)
-    if session is None or session.role is not Role.CLIENT:
+    found = await current_session(request)
+    if found is None or found[1].role is not Role.CLIENT:
         return render("no_session.html", status=401, title="Open your link")
     return render("waiting.html", title="Waiting room")
 
 
 @routes.get("/host")
 async def host_page(request: web.Request) -> web.Response:
-    session = await current_session(request)
-    if session is None or session.role is not Role.HOST:
+    """The console once signed in; before that, the sign-in (or first set-up) form."""
+    found = await current_session(request)
+    if found is None or found[1].role is not Role.HOST:
         return render("no_session.html", status=401, title="Open your link")
-    return render("host_sign_in.html", title="Sign in")
+    session_hash, session = found
+    settings = request.app[SETTINGS]
+    if session.verified:
+        return render("host_console.html", title="Console")
+    services = request.app[SERVICES]
+    csrf = csrf_token(settings, session_hash)
+    if not await services.identity.is_enrolled(session.participant_id):
+        return render("host_enrol_offer.html", title="Set up sign-in", csrf=csrf)
+    return render("host_sign_in.html", title="Sign in", csrf=csrf, trusted={"error": ""})
+
+
+@routes.post("/host/enrol")
+async def host_enrol(request: web.Request) -> web.Response:
+    """First sign-in: the authenticator set-up, shown once."""
+    session_hash, session = await _host_form_session(request)
+    form = await request.post()
+    settings = request.app[SETTINGS]
+    check_form_request(request, settings, session_hash, form.get("csrf"))
+    enrolment = await request.app[SERVICES].waiting_room.enrol_identity(session)
+    return render(
+        "host_enrol.html",
+        title="Set up sign-in",
+        csrf=csrf_token(settings, session_hash),
+        secret=enrolment.secret,
+        trusted={"qr_svg": enrolment.qr_svg},
+    )
+
+
+@routes.post("/host/sign-in")
+async def host_sign_in(request: web.Request) -> web.Response:
+    session_hash, session = await _host_form_session(request)
+    form = await request.post()
+    settings = request.app[SETTINGS]
+    check_form_request(request, settings, session_hash, form.get("csrf"))
+    try:
+        await request.app[SERVICES].waiting_room.prove_identity(
+            session_hash, session, form.get("code")
+        )
+    except TotpError as exc:
+        status = 429 if isinstance(exc, TotpLockedOut) else 400
+        return render(
+            "host_sign_in.html",
+            status=status,
+            title="Sign in",
+            csrf=csrf_token(settings, session_hash),
+            trusted={"error": _SIGN_IN_ERRORS.get(type(exc), _SIGN_IN_ERRORS[TotpRejected])},
+        )
+    return web.Response(status=303, headers={"Location": "/host", "Cache-Control": "no-store"})
+
+
+_SIGN_IN_ERRORS = {
+    TotpRejected: '<p role="alert">That code did not work. Check it and try again.</p>',
+    TotpReplayed: '<p role="alert">That code was just used. Wait for the next one.</p>',
+    TotpInvalidFormat: '<p role="alert">Type the 6 digits your app shows.</p>',
+    TotpLockedOut: '<p role="alert">Too many wrong codes. Please wait a while, then try again.</p>',
+    TotpNotEnrolled: '<p role="alert">Set up your authenticator app first.</p>',
+}
+
+
+async def _host_form_session(request: web.Request) -> tuple[str, BrowserSession]:
+    found = await current_session(request)
+    if found is None or found[1].role is not Role.HOST:
+        raise NotAllowed("this needs a host sign-in link")
+    return found

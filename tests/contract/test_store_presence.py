@@ -75,3 +75,33 @@ async def test_rate_limit_keys_are_independent(store: Store) -> None:
         await store.hit_rate_limit(first, limit=3, window=60, now=T0)
     assert not await store.hit_rate_limit(first, limit=3, window=60, now=T0)
     assert await store.hit_rate_limit(second, limit=3, window=60, now=T0)
+
+
+async def test_touching_a_session_records_activity(store: Store) -> None:
+    from gateway.domain.model import BrowserSession
+
+    assert await store.touch_session("0" * 64, T0) is None
+    session = BrowserSession(
+        participant_id=new_id("ptc"),
+        appointment_id=new_id("apt"),
+        role=Role.HOST,
+        created_at=T0,
+        expires_at=T0 + 3600,
+    )
+    await store.create_session("a" * 64, session)
+    assert (await store.get_session("a" * 64, now=T0)).idle_since() == T0  # type: ignore[union-attr]
+    touched = await store.touch_session("a" * 64, T0 + 12.5)
+    assert touched is not None
+    assert touched.last_seen == T0 + 12.5
+    assert await store.get_session("a" * 64, now=T0 + 13) == touched
+
+
+async def test_the_first_enrolment_wins_under_concurrency(store: Store) -> None:
+    pid = new_id("ptc")
+    secrets = [f"SECRET{n:02d}AAAAAAAAAAAAAAAAAAAAAAAAA" for n in range(20)]
+    results = await asyncio.gather(*(store.add_totp_secret(pid, s) for s in secrets))
+    assert results.count(True) == 1
+    winner = secrets[results.index(True)]
+    assert await store.get_totp_secret(pid) == winner
+    assert not await store.add_totp_secret(pid, secrets[0] if winner != secrets[0] else secrets[1])
+    assert await store.get_totp_secret(pid) == winner

@@ -40,10 +40,10 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def status_of(url: str) -> int:
+def status_of(url: str, headers: dict[str, str] | None = None) -> int:
     opener = urllib.request.build_opener(_NoRedirect)
     try:
-        with opener.open(url, timeout=10) as resp:
+        with opener.open(urllib.request.Request(url, headers=headers or {}), timeout=10) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         exc.close()
@@ -51,7 +51,7 @@ def status_of(url: str) -> int:
 
 
 def read_demo_links(process: subprocess.Popen[str], timeout: float) -> dict[str, str]:
-    """Labelled lines of the demo's output, read until the client link has been printed."""
+    """Labelled lines of the demo's output, read until the API key has been printed."""
     found: queue.Queue[str | None] = queue.Queue()
 
     def pump() -> None:
@@ -71,7 +71,7 @@ def read_demo_links(process: subprocess.Popen[str], timeout: float) -> dict[str,
         if line is None:
             break
         lines.append(line)
-        if line.startswith("  http") and any(x.startswith("Client link") for x in lines):
+        if line.startswith("  qrk_") and any(x.startswith("Platform API key") for x in lines):
             break
     links: dict[str, str] = {}
     for label, value in itertools.pairwise(lines):
@@ -92,7 +92,12 @@ def test_demo_prints_labelled_links_and_the_client_link_works_once(tmp_path: Pat
         )
     try:
         links = read_demo_links(process, timeout=20)
-        assert set(links) == {"Host sign-in link", "Host TOTP enrolment", "Client link"}
+        assert list(links) == [
+            "Host sign-in link",
+            "Host TOTP enrolment",
+            "Client link",
+            "Platform API key",
+        ]
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/j/[\w.-]+", links["Client link"])
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/h/[\w.-]+", links["Host sign-in link"])
         assert links["Host TOTP enrolment"].startswith("otpauth://totp/")
@@ -101,6 +106,11 @@ def test_demo_prints_labelled_links_and_the_client_link_works_once(tmp_path: Pat
         assert status_of(client) == 410
         health = client.split("/j/")[0] + "/healthz"
         assert status_of(health) == 200
+        verify = client.split("/j/")[0] + "/api/v1/audit/verify"
+        api_key = links["Platform API key"]
+        assert re.fullmatch(r"qrk_key_[\w-]{22}_[\w-]{43}", api_key)
+        assert status_of(verify, {"Authorization": f"Bearer {api_key}"}) == 200
+        assert status_of(verify) == 401
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=15)

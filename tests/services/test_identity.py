@@ -157,3 +157,14 @@ async def test_the_audit_log_never_holds_codes(services: Services, clock: Frozen
     for entry in entries:
         assert code not in repr(entry.to_dict())
         assert totp.secret not in repr(entry.to_dict())
+
+
+async def test_first_time_enrolment_is_shown_once(services: Services, clock: FrozenClock) -> None:
+    from gateway.errors import NotAllowed
+
+    enrolment = await services.identity.enrol_first_time(PARTICIPANT)
+    assert enrolment.otpauth_uri.startswith("otpauth://totp/")
+    with pytest.raises(NotAllowed):
+        await services.identity.enrol_first_time(PARTICIPANT)
+    code = pyotp.TOTP(enrolment.secret).at(clock.now())
+    assert await services.identity.verify(PARTICIPANT, code)
