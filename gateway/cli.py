@@ -25,12 +25,15 @@ from gateway.errors import (
     ConfigError,
     InvalidInput,
     NotFound,
+    RecordingError,
     StoreUnavailable,
 )
 from gateway.services import Services
-from gateway.settings import Settings, new_data_key, new_secret_key
+from gateway.settings import Settings, new_data_key, new_recording_key, new_secret_key
 from gateway.web import SERVICES, create_app, open_store
 from gateway.web.access_log import RedactingAccessLogger
+from turn.coturn_config import coturn_config
+from turn.urls import parse_ice_url
 
 __all__ = ["main"]
 
@@ -75,11 +78,26 @@ def _parser() -> argparse.ArgumentParser:
     keys_new = keys_commands.add_parser("new", help="print a fresh secret")
     keys_new.add_argument(
         "--kind",
-        choices=("signing", "data"),
+        choices=("signing", "data", "recording"),
         default="signing",
-        help="signing: for QUIETROOM_SECRET_KEYS; data: for QUIETROOM_DATA_KEYS",
+        help="signing: for QUIETROOM_SECRET_KEYS; data: for QUIETROOM_DATA_KEYS; "
+        "recording: for QUIETROOM_RECORDING_KEYS",
     )
     keys_new.set_defaults(run=_keys_new)
+
+    recordings = commands.add_parser("recordings", help="sealed (encrypted) recordings")
+    recordings_commands = recordings.add_subparsers(required=True, metavar="ACTION")
+    recordings_export = recordings_commands.add_parser(
+        "export", help="decrypt a sealed recording to a plain file (never overwrites)"
+    )
+    recordings_export.add_argument("sealed", metavar="SEALED", help="the sealed recording")
+    recordings_export.add_argument("out", metavar="OUT", help="the plain file to create")
+    recordings_export.set_defaults(run=_recordings_export)
+    recordings_verify = recordings_commands.add_parser(
+        "verify", help="check a sealed recording's integrity, writing no plaintext"
+    )
+    recordings_verify.add_argument("sealed", metavar="SEALED", help="the sealed recording")
+    recordings_verify.set_defaults(run=_recordings_verify)
 
     audit = commands.add_parser("audit", help="audit log tools")
     audit_commands = audit.add_subparsers(required=True, metavar="ACTION")
@@ -115,6 +133,34 @@ def _parser() -> argparse.ArgumentParser:
     apikeys_list = apikeys_commands.add_parser("list", help="list a platform's keys")
     apikeys_list.add_argument("--platform", required=True, help="the platform's id")
     apikeys_list.set_defaults(run=_shared_state(_apikeys_list))
+
+    turn = commands.add_parser("turn", help="TURN (coturn) tools")
+    turn_commands = turn.add_subparsers(required=True, metavar="ACTION")
+    turn_config = turn_commands.add_parser(
+        "config", help="print a production coturn config holding QUIETROOM_TURN_SECRETS"
+    )
+    turn_config.add_argument("--realm", help="coturn realm (default: the first TURN URL's host)")
+    for option, metavar, what in (
+        ("--listen-ip", "IP", "an address coturn listens on (repeat; default: all)"),
+        ("--relay-ip", "IP", "an address coturn relays from (repeat; default: the listeners)"),
+        ("--external-ip", "IP[/PRIVATE]", "the public address when coturn is behind NAT"),
+    ):
+        turn_config.add_argument(option, action="append", default=[], metavar=metavar, help=what)
+    turn_config.add_argument(
+        "--allow-peer",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="IP",
+        help="a peer reachable despite the denied private ranges: the gateway's media address",
+    )
+    turn_config.add_argument("--min-port", type=_port, help="lowest relay port (with --max-port)")
+    turn_config.add_argument("--max-port", type=_port, help="highest relay port")
+    turn_config.add_argument("--port", type=_port, default=3478, help="turn: port (3478)")
+    turn_config.add_argument("--tls-port", type=_port, default=5349, help="turns: port (5349)")
+    turn_config.add_argument("--tls-cert", metavar="FILE", help="certificate chain for turns:")
+    turn_config.add_argument("--tls-key", metavar="FILE", help="its private key")
+    turn_config.set_defaults(run=_turn_config)
     return parser
 
 
@@ -124,8 +170,73 @@ def _port(value: str) -> int:
     return int(value)
 
 
+def _turn_config(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    if not settings.turn_secrets:
+        raise ConfigError("QUIETROOM_TURN_SECRETS is empty: there is no TURN to configure")
+    if (args.min_port is None) != (args.max_port is None):
+        raise ConfigError("give --min-port and --max-port together")
+    ports = {} if args.min_port is None else {"min_port": args.min_port, "max_port": args.max_port}
+    realm = args.realm
+    if realm is None:
+        realm = next(url for url in map(parse_ice_url, settings.turn_urls) if url.is_turn).host
+    print(
+        coturn_config(
+            settings.turn_secrets,
+            realm=realm,
+            listening_port=args.port,
+            tls_listening_port=args.tls_port,
+            listening_ips=args.listen_ip,
+            relay_ips=args.relay_ip,
+            external_ips=args.external_ip,
+            allowed_peer_ips=args.allow_peer,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            **ports,
+        ),
+        end="",
+    )
+    return 0
+
+
 def _keys_new(args: argparse.Namespace) -> int:
-    print(new_data_key() if args.kind == "data" else new_secret_key())
+    makers = {"signing": new_secret_key, "data": new_data_key, "recording": new_recording_key}
+    print(makers[args.kind]())
+    return 0
+
+
+def _recordings_export(args: argparse.Namespace) -> int:
+    # Imported here so that other commands do not load PyAV.
+    from gateway.media.sealed import RecordingKeyring, export_plaintext
+
+    keyring = RecordingKeyring.from_settings(Settings.load())
+    try:
+        report = export_plaintext(args.sealed, args.out, keyring=keyring)
+    except FileExistsError:
+        print(f"quietroom: {args.out} exists; refusing to overwrite it", file=sys.stderr)
+        return 1
+    except (RecordingError, OSError) as exc:
+        print(f"quietroom: {args.sealed}: {exc}", file=sys.stderr)
+        return 1
+    print(f"recording {report.recording_id} exported to {args.out}: {report.plaintext_size} bytes")
+    print(f"sealed sha256: {report.sealed_hash}")
+    return 0
+
+
+def _recordings_verify(args: argparse.Namespace) -> int:
+    from gateway.media.sealed import RecordingKeyring, verify_sealed
+
+    keyring = RecordingKeyring.from_settings(Settings.load())
+    try:
+        report = verify_sealed(args.sealed, keyring=keyring)
+    except (RecordingError, OSError) as exc:
+        print(f"quietroom: {args.sealed} does NOT verify: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"recording {report.recording_id} verifies: {report.chunks} chunks, "
+        f"{report.plaintext_size} bytes, master key {report.key_id}"
+    )
+    print(f"sealed sha256: {report.sealed_hash}")
     return 0
 
 

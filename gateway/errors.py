@@ -27,6 +27,12 @@ __all__ = [
     "NotAllowed",
     "NotFound",
     "RateLimited",
+    "RecordingCorrupt",
+    "RecordingError",
+    "RecordingKeyUnknown",
+    "RecordingMuxFailed",
+    "RecordingTruncated",
+    "RecordingVersionUnsupported",
     "RoomLocked",
     "ScopeMissing",
     "StoreError",
@@ -37,6 +43,7 @@ __all__ = [
     "TotpNotEnrolled",
     "TotpRejected",
     "TotpReplayed",
+    "TurnNotConfigured",
     "Unauthenticated",
     "UnsupportedMediaType",
     "WaitingRoomError",
@@ -58,6 +65,12 @@ class ConfigError(GatewayError):
     """The settings are missing, malformed or unsafe; the gateway refuses to start."""
 
     code = "config_error"
+
+
+class TurnNotConfigured(ConfigError):
+    """TURN is needed (a relay-only room, or TURN URLs) but no TURN secret is set."""
+
+    code = "turn_not_configured"
 
 
 class NotFound(GatewayError):
@@ -327,6 +340,69 @@ class WebhookSignatureNotYetValid(WebhookSignatureInvalid):
         super().__init__(f"webhook signed at {signed_at}, more than {tolerance} s ahead")
         self.signed_at = signed_at
         self.tolerance = tolerance
+
+
+# --- recordings -------------------------------------------------------------------------------
+
+
+class RecordingError(GatewayError):
+    """A sealed recording could not be written, opened or verified."""
+
+    code = "recording_error"
+
+
+class RecordingCorrupt(RecordingError):
+    """The sealed file fails authentication: altered, reordered, cut or extended bytes.
+
+    ``offset`` is where in the sealed file the first bad byte range starts (0: the header).
+    """
+
+    code = "recording_corrupt"
+
+    def __init__(self, *, offset: int, reason: str) -> None:
+        super().__init__(f"sealed recording corrupt at byte {offset}: {reason}")
+        self.offset = offset
+        self.reason = reason
+
+
+class RecordingTruncated(RecordingCorrupt):
+    """The sealed file ends before its final chunk: cut short, or never finished."""
+
+    code = "recording_truncated"
+
+    def __init__(self, *, offset: int) -> None:
+        super().__init__(offset=offset, reason="the file ends before its final chunk")
+
+
+class RecordingKeyUnknown(RecordingError):
+    """The recording was sealed under a master key that is not configured."""
+
+    code = "recording_key_unknown"
+
+    def __init__(self, *, key_id: str) -> None:
+        super().__init__(f"recording sealed under unknown master key {key_id}")
+        self.key_id = key_id
+
+
+class RecordingVersionUnsupported(RecordingError):
+    """The sealed file is in a format version this gateway cannot read."""
+
+    code = "recording_version_unsupported"
+
+    def __init__(self, *, version: int) -> None:
+        super().__init__(f"sealed recording format version {version} is not supported")
+        self.version = version
+
+
+class RecordingMuxFailed(RecordingError):
+    """An encoded frame could not be put into the container."""
+
+    code = "recording_mux_failed"
+
+    def __init__(self, *, track: int, reason: str) -> None:
+        super().__init__(f"track {track}: {reason}")
+        self.track = track
+        self.reason = reason
 
 
 # --- storage ----------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ explicit development mode a missing or short secret refuses to start.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import logging
 import os
@@ -21,13 +23,24 @@ from urllib.parse import urlsplit
 from cryptography.fernet import Fernet
 
 from gateway.errors import ConfigError
+from turn.urls import parse_ice_url
 
-__all__ = ["MIN_SECRET_LENGTH", "Settings", "new_data_key", "new_secret_key"]
+__all__ = [
+    "MIN_SECRET_LENGTH",
+    "RECORDING_KEY_BYTES",
+    "Settings",
+    "decode_recording_key",
+    "new_data_key",
+    "new_recording_key",
+    "new_secret_key",
+]
 
 log = logging.getLogger(__name__)
 
 MIN_SECRET_LENGTH = 32
 ENV_PREFIX = "QUIETROOM_"
+#: A recording master key is 256 random bits (AES-256), written in standard base64.
+RECORDING_KEY_BYTES = 32
 
 
 def new_secret_key() -> str:
@@ -40,14 +53,33 @@ def new_data_key() -> str:
     return Fernet.generate_key().decode("ascii")
 
 
+def new_recording_key() -> str:
+    """A fresh master key for sealed recordings (256 bits, standard base64)."""
+    return base64.b64encode(secrets.token_bytes(RECORDING_KEY_BYTES)).decode("ascii")
+
+
+def decode_recording_key(text: str) -> bytes:
+    """The raw bytes of a recording master key; ValueError if it is not one."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64") from None
+    if len(raw) != RECORDING_KEY_BYTES:
+        raise ValueError(f"not {RECORDING_KEY_BYTES} bytes")
+    return raw
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the gateway is told from outside. Build with :meth:`load`."""
 
     #: Link and session signing secrets, newest first: the first signs, all verify.
-    secret_keys: tuple[str, ...]
+    secret_keys: tuple[str, ...] = field(repr=False)
     #: Encryption-at-rest keys (Fernet), newest first.
-    data_keys: tuple[str, ...]
+    data_keys: tuple[str, ...] = field(repr=False)
+    #: Master keys for sealed recordings (base64, 32 bytes), newest first: the first seals
+    #: new recordings, all open old ones. Empty: recording is unavailable.
+    recording_keys: tuple[str, ...] = field(default=(), repr=False)
     dev_mode: bool = False
     bind_host: str = "127.0.0.1"
     port: int = 8080
@@ -71,6 +103,12 @@ class Settings:
     reconnect_grace: int = 60
     #: A host whose last connection closed is shown as away after this.
     host_away_grace: int = 5
+    #: TURN REST API secrets shared with coturn, newest first; empty: no TURN.
+    turn_secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: stun:, turn: and turns: URLs handed to browsers as their ICE servers.
+    turn_urls: tuple[str, ...] = ()
+    #: How long a TURN credential may start new allocations, seconds.
+    turn_ttl: int = 3600
     #: Generated secrets are ephemeral: set when dev mode made them up.
     ephemeral_secrets: bool = field(default=False, compare=False)
 
@@ -151,6 +189,7 @@ def _text_list(value: Any) -> tuple[str, ...]:
 _FIELDS: dict[str, _Parser] = {
     "secret_keys": _text_list,
     "data_keys": _text_list,
+    "recording_keys": _text_list,
     "dev_mode": _flag,
     "bind_host": _text,
     "port": _integer,
@@ -168,6 +207,9 @@ _FIELDS: dict[str, _Parser] = {
     "session_max_age": _integer,
     "reconnect_grace": _integer,
     "host_away_grace": _integer,
+    "turn_secrets": _text_list,
+    "turn_urls": _text_list,
+    "turn_ttl": _integer,
 }
 
 
@@ -205,6 +247,10 @@ def _build(raw: dict[str, Any]) -> Settings:
     if dev and not values.get("data_keys"):
         values["data_keys"] = (new_data_key(),)
         ephemeral = True
+    if dev and not values.get("recording_keys"):
+        # Recordings sealed under it are unreadable once this process exits.
+        values["recording_keys"] = (new_recording_key(),)
+        ephemeral = True
     values.setdefault("secret_keys", ())
     values.setdefault("data_keys", ())
     if "public_url" not in values:
@@ -238,6 +284,14 @@ def _check(values: Mapping[str, Any]) -> list[str]:
             Fernet(key)
         except (ValueError, TypeError):
             problems.append(f"{ENV_PREFIX}DATA_KEYS: key #{index + 1} is not a Fernet key")
+    for index, key in enumerate(values.get("recording_keys", ()), start=1):
+        try:
+            decode_recording_key(key)
+        except ValueError as exc:
+            problems.append(
+                f"{ENV_PREFIX}RECORDING_KEYS: key #{index} is {exc} "
+                "(make one with: quietroom keys new --kind recording)"
+            )
     port = values.get("port", 8080)
     if not 0 <= port <= 65535:
         problems.append(f"{ENV_PREFIX}PORT: {port} is not a TCP port")
@@ -277,10 +331,42 @@ def _check(values: Mapping[str, Any]) -> list[str]:
         ("session_max_age", 300, 7 * 86400),
         ("reconnect_grace", 0, 3600),
         ("host_away_grace", 0, 600),
+        ("turn_ttl", 300, 86400),
     ):
         value = values.get(name)
         if value is not None and not low <= value <= high:
             problems.append(f"{ENV_PREFIX}{name.upper()}: must be {low} to {high}")
     if values.get("totp_digits", 6) not in (6, 8):
         problems.append(f"{ENV_PREFIX}TOTP_DIGITS: must be 6 or 8")
+    problems.extend(_check_turn(values.get("turn_secrets", ()), values.get("turn_urls", ())))
+    return problems
+
+
+def _check_turn(turn_secrets: tuple[str, ...], turn_urls: tuple[str, ...]) -> list[str]:
+    problems: list[str] = []
+    for index, secret in enumerate(turn_secrets, start=1):
+        # Never the secret itself in a message: these are printed and logged.
+        if len(secret) < MIN_SECRET_LENGTH:
+            problems.append(
+                f"{ENV_PREFIX}TURN_SECRETS: secret #{index} is shorter than "
+                f"{MIN_SECRET_LENGTH} characters"
+            )
+        elif not (secret.isascii() and secret.isprintable()) or " " in secret:
+            # It goes into coturn's config file as one static-auth-secret line.
+            problems.append(
+                f"{ENV_PREFIX}TURN_SECRETS: secret #{index} has spaces or non-ASCII characters"
+            )
+    has_turn = False
+    for url in turn_urls:
+        try:
+            has_turn |= parse_ice_url(url).is_turn
+        except ValueError as exc:
+            problems.append(f"{ENV_PREFIX}TURN_URLS: {url!r}: {exc}")
+    if turn_secrets and not has_turn:
+        problems.append(f"{ENV_PREFIX}TURN_URLS: needs a turn: or turns: URL when secrets are set")
+    if has_turn and not turn_secrets:
+        problems.append(
+            f"{ENV_PREFIX}TURN_SECRETS is required for turn: and turns: URLs "
+            "(make one with: quietroom keys new)"
+        )
     return problems

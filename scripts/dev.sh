@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Debian packages the test suite starts for real (never mocked, never skipped).
-TEST_DEBIAN_PACKAGES=(redis-server)
+TEST_DEBIAN_PACKAGES=(redis-server coturn)
 
 PYTHON=${PYTHON:-python3}
 VENV=${QUIETROOM_VENV:-.venv}
