@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.settings import Settings, new_data_key, new_secret_key
+from gateway.settings import Settings, new_data_key, new_recording_key, new_secret_key
 
 GOOD = {
     "QUIETROOM_SECRET_KEYS": new_secret_key(),
@@ -88,7 +88,10 @@ def test_dev_mode_generates_ephemeral_secrets_and_says_so() -> None:
 
 
 def test_dev_mode_keeps_given_secrets() -> None:
-    settings = Settings.load({**GOOD, "QUIETROOM_DEV_MODE": "true"})
+    recording_key = new_recording_key()  # else dev mode makes one up (ephemeral)
+    settings = Settings.load(
+        {**GOOD, "QUIETROOM_DEV_MODE": "true", "QUIETROOM_RECORDING_KEYS": recording_key}
+    )
     assert settings.dev_mode
     assert not settings.ephemeral_secrets
     assert settings.secret_keys == (GOOD["QUIETROOM_SECRET_KEYS"],)
@@ -128,3 +131,10 @@ def test_settings_are_frozen() -> None:
     settings = Settings.load(GOOD)
     with pytest.raises(AttributeError):
         settings.port = 1  # type: ignore[misc]
+
+
+def test_no_secret_appears_in_the_settings_repr() -> None:
+    settings = Settings.load(GOOD)
+    text = repr(settings)
+    assert GOOD["QUIETROOM_SECRET_KEYS"] not in text
+    assert GOOD["QUIETROOM_DATA_KEYS"] not in text
