@@ -241,16 +241,12 @@ def _recordings_verify(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from gateway.logs import configure_logging
+    from gateway.web.serve import serve
+
     settings = Settings.load()
-    web.run_app(
-        create_app(settings),
-        host=settings.bind_host,
-        port=settings.port,
-        print=None,
-        handle_signals=True,
-        access_log_class=RedactingAccessLogger,
-    )
-    return 0
+    configure_logging(log_format=settings.log_format, level=settings.log_level)
+    return serve(settings)
 
 
 def _audit_verify(args: argparse.Namespace) -> int:

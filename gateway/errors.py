@@ -24,8 +24,10 @@ __all__ = [
     "LinkExpired",
     "LinkInvalid",
     "LinkNotYetValid",
+    "MediaError",
     "NotAllowed",
     "NotFound",
+    "PeerClosed",
     "RateLimited",
     "RecordingCorrupt",
     "RecordingError",
@@ -35,6 +37,8 @@ __all__ = [
     "RecordingVersionUnsupported",
     "RoomLocked",
     "ScopeMissing",
+    "SdpRejected",
+    "ServiceRestarting",
     "StoreError",
     "StoreUnavailable",
     "TotpError",
@@ -405,6 +409,38 @@ class RecordingMuxFailed(RecordingError):
         self.reason = reason
 
 
+# --- media -----------------------------------------------------------------------------------
+
+
+class MediaError(GatewayError):
+    """The media plane refused or could not do what was asked."""
+
+    code = "media_error"
+
+
+class SdpRejected(InvalidInput):
+    """An SDP offer that is malformed, oversized or asks for what the gateway cannot do.
+
+    ``reason`` is a short fixed phrase; it never quotes the SDP (which holds addresses).
+    """
+
+    code = "sdp_rejected"
+
+    def __init__(self, *, reason: str) -> None:
+        super().__init__(f"SDP refused: {reason}", field="sdp")
+        self.reason = reason
+
+
+class PeerClosed(MediaError):
+    """The participant's media connection is closed; ``reason`` says why."""
+
+    code = "peer_closed"
+
+    def __init__(self, *, reason: str) -> None:
+        super().__init__(f"media connection closed ({reason})")
+        self.reason = reason
+
+
 # --- storage ----------------------------------------------------------------------------------
 
 
@@ -418,3 +454,13 @@ class StoreUnavailable(StoreError):
     """The store cannot be reached; joins and admissions fail closed."""
 
     code = "store_unavailable"
+
+
+# --- operations -------------------------------------------------------------------------------
+
+
+class ServiceRestarting(GatewayError):
+    """This gateway process is shutting down: it takes no new joins (the link is not
+    used up; the next process or another one will take it)."""
+
+    code = "restarting"

@@ -109,6 +109,23 @@ class Settings:
     turn_urls: tuple[str, ...] = ()
     #: How long a TURN credential may start new allocations, seconds.
     turn_ttl: int = 3600
+    #: The only addresses the gateway's own ICE candidates come from (its media sockets
+    #: bind there). Empty: no host candidates (media needs TURN).
+    media_addresses: tuple[str, ...] = ()
+    #: Loopback media addresses, and client candidates toward loopback (tests only).
+    media_allow_loopback: bool = False
+    #: Client ICE candidates toward these ranges (CIDR) are ignored, beside the
+    #: loopback, link-local and unspecified ones that always are.
+    media_denied_ranges: tuple[str, ...] = ()
+    #: Log lines as ``text`` (one line, for people) or ``json`` (one object a line).
+    log_format: str = "text"
+    #: The gateway's log level: DEBUG, INFO, WARNING or ERROR.
+    log_level: str = "INFO"
+    #: Bearer token that opens /metrics to scrapers off this machine; empty: loopback only.
+    metrics_token: str = field(default="", repr=False)
+    #: Seconds after SIGTERM during which the gateway still answers (not ready, new joins
+    #: refused, clients told) before it closes its connections.
+    shutdown_drain: int = 5
     #: Generated secrets are ephemeral: set when dev mode made them up.
     ephemeral_secrets: bool = field(default=False, compare=False)
 
@@ -210,6 +227,13 @@ _FIELDS: dict[str, _Parser] = {
     "turn_secrets": _text_list,
     "turn_urls": _text_list,
     "turn_ttl": _integer,
+    "media_addresses": _text_list,
+    "media_allow_loopback": _flag,
+    "media_denied_ranges": _text_list,
+    "log_format": _text,
+    "log_level": _text,
+    "metrics_token": _text,
+    "shutdown_drain": _integer,
 }
 
 
@@ -332,6 +356,7 @@ def _check(values: Mapping[str, Any]) -> list[str]:
         ("reconnect_grace", 0, 3600),
         ("host_away_grace", 0, 600),
         ("turn_ttl", 300, 86400),
+        ("shutdown_drain", 0, 60),
     ):
         value = values.get(name)
         if value is not None and not low <= value <= high:
@@ -339,6 +364,52 @@ def _check(values: Mapping[str, Any]) -> list[str]:
     if values.get("totp_digits", 6) not in (6, 8):
         problems.append(f"{ENV_PREFIX}TOTP_DIGITS: must be 6 or 8")
     problems.extend(_check_turn(values.get("turn_secrets", ()), values.get("turn_urls", ())))
+    problems.extend(_check_media(values))
+    problems.extend(_check_operations(values))
+    return problems
+
+
+def _check_operations(values: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    if values.get("log_format", "text") not in ("text", "json"):
+        problems.append(f"{ENV_PREFIX}LOG_FORMAT: must be text or json")
+    if str(values.get("log_level", "INFO")).upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        problems.append(f"{ENV_PREFIX}LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR")
+    token = values.get("metrics_token", "")
+    # Never the token itself in a message: these are printed and logged.
+    if token and len(token) < MIN_SECRET_LENGTH:
+        problems.append(
+            f"{ENV_PREFIX}METRICS_TOKEN: shorter than {MIN_SECRET_LENGTH} characters "
+            "(make one with: quietroom keys new)"
+        )
+    elif token and (not (token.isascii() and token.isprintable()) or " " in token):
+        problems.append(f"{ENV_PREFIX}METRICS_TOKEN: has spaces or non-ASCII characters")
+    return problems
+
+
+def _check_media(values: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    allow_loopback = bool(values.get("media_allow_loopback", False))
+    for text in values.get("media_addresses", ()):
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            problems.append(f"{ENV_PREFIX}MEDIA_ADDRESSES: {text!r} is not an IP address")
+            continue
+        if address.is_loopback and not allow_loopback:
+            problems.append(
+                f"{ENV_PREFIX}MEDIA_ADDRESSES: {text} is loopback "
+                f"(only with {ENV_PREFIX}MEDIA_ALLOW_LOOPBACK)"
+            )
+        elif address.is_unspecified or address.is_multicast or address.is_link_local:
+            problems.append(
+                f"{ENV_PREFIX}MEDIA_ADDRESSES: {text} is unspecified, multicast or link-local"
+            )
+    for text in values.get("media_denied_ranges", ()):
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            problems.append(f"{ENV_PREFIX}MEDIA_DENIED_RANGES: {text!r} is not a CIDR range")
     return problems
 
 

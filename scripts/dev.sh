@@ -9,7 +9,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Debian packages the test suite starts for real (never mocked, never skipped).
-TEST_DEBIAN_PACKAGES=(redis-server coturn iproute2)
+TEST_DEBIAN_PACKAGES=(redis-server coturn iproute2 chromium)
+# deploy/ is checked with these: `docker-compose config` (no container engine needed),
+# `nginx -t` and `systemd-analyze verify`, and nginx runs in front of a gateway (its own
+# process, never the service).
+TEST_DEBIAN_PACKAGES+=(docker-compose nginx openssl systemd)
+# Debian starts these services when it installs them; the tests start their own.
+STOP_AFTER_INSTALL=(nginx)
 
 PYTHON=${PYTHON:-python3}
 VENV=${QUIETROOM_VENV:-.venv}
@@ -31,6 +37,20 @@ ensure_debian_packages() {
         as_root apt-get update -q
         as_root env DEBIAN_FRONTEND=noninteractive \
             apt-get install -y -q --no-install-recommends "${missing[@]}"
+        for pkg in "${missing[@]}"; do
+            if [[ " ${STOP_AFTER_INSTALL[*]} " == *" $pkg "* ]]; then
+                stop_debian_service "$pkg"
+            fi
+        done
+    fi
+}
+
+# Stop and disable a service that a package installed just now started.
+stop_debian_service() {
+    if [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now "$1" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$1" ]; then
+        as_root "/etc/init.d/$1" stop >/dev/null 2>&1 || true
     fi
 }
 

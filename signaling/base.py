@@ -15,6 +15,7 @@ from gateway.domain.model import BrowserSession, Role
 from gateway.errors import GatewayError, InvalidInput, NotAllowed, RateLimited
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.web.keys import LIFECYCLE
 from signaling.errors import error_ack, refusal
 from signaling.ratelimit import TokenBucket
 from signaling.validation import Schema
@@ -76,12 +77,15 @@ class GatewayNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.settings = settings
         self.clock = clock
         self._buckets: dict[str, TokenBucket] = {}
+        #: sid -> participant id of every socket connected to this process.
+        self._connected: dict[str, str] = {}
         self.handlers: Mapping[str, tuple[Schema, Handler]] = {}
 
     # --- connect -------------------------------------------------------------------------
 
     async def authenticate(self, environ: Mapping[str, Any]) -> tuple[str, BrowserSession]:
-        """The caller's browser session, from the cookie; refused from a foreign Origin."""
+        """The caller's browser session, from the cookie; refused from a foreign Origin,
+        while the process drains (a restart) and while the store is unreachable."""
         origin = environ.get("HTTP_ORIGIN")
         if origin not in self.settings.origins:
             raise refusal("origin_not_allowed")
@@ -89,8 +93,13 @@ class GatewayNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if not isinstance(cookie_header, str) or len(cookie_header) > COOKIE_HEADER_MAX:
             raise refusal("unauthenticated")
         request = environ.get("aiohttp.request")
+        if request is not None and LIFECYCLE in request.app and request.app[LIFECYCLE].draining:
+            raise refusal("restarting")
         token = None if request is None else request.cookies.get(self._cookie_name())
-        found = await self.services.sessions.resolve(token)
+        try:
+            found = await self.services.sessions.resolve(token)
+        except GatewayError as exc:
+            raise refusal(exc.code) from None
         if found is None or found[1].role is not self.role:
             raise refusal("unauthenticated")
         return found
@@ -107,9 +116,15 @@ class GatewayNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._buckets[sid] = TokenBucket.full(
             rate=RATE_PER_CONNECTION, burst=BURST_PER_CONNECTION, now=self.clock.now()
         )
+        self._connected[sid] = session.participant_id
 
     def forget(self, sid: str) -> None:
         self._buckets.pop(sid, None)
+        self._connected.pop(sid, None)
+
+    def connected_participants(self) -> set[str]:
+        """The participants with a socket on this process, in this namespace."""
+        return set(self._connected.values())
 
     # --- events --------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from gateway.errors import (
     NotFound,
     RateLimited,
     RoomLocked,
+    ServiceRestarting,
     StoreUnavailable,
     TotpInvalidFormat,
     TotpLockedOut,
@@ -37,6 +38,7 @@ _MESSAGES: dict[type[GatewayError], str] = {
     HostAbsent: "Your therapist has not joined yet.",
     ConsentMissing: "Consent is needed first.",
     StoreUnavailable: "We can't do that right now. Please try again in a minute.",
+    ServiceRestarting: "The service is restarting. Please try again in a moment.",
     TotpInvalidFormat: "Please type the 6-digit code from your authenticator app.",
     TotpNotEnrolled: "Please set up your authenticator app first.",
     TotpRejected: "That code did not work. Please check it and try again.",
@@ -49,11 +51,19 @@ def ok(**data: Any) -> dict[str, Any]:
     return {"ok": True, **data}
 
 
+#: Connection refusals that say more than "refused": the browser should try again later.
+_REFUSAL_MESSAGES = {
+    "restarting": "The service is restarting. Please try again in a moment.",
+    "store_unavailable": "We can't let you in right now. Please try again in a minute.",
+}
+
+
 def refusal(code: str) -> socketio.exceptions.ConnectionRefusedError:
     """A refused connection as the browser's ``connect_error`` gets it: ``err.message``
     plain text, ``err.data`` ``{"code": ...}``. (A dict as the only argument would reach
     the browser as its Python repr inside the message.)"""
-    return socketio.exceptions.ConnectionRefusedError("The connection was refused.", {"code": code})
+    message = _REFUSAL_MESSAGES.get(code, "The connection was refused.")
+    return socketio.exceptions.ConnectionRefusedError(message, {"code": code})
 
 
 def error_ack(exc: GatewayError) -> dict[str, Any]:

@@ -85,7 +85,9 @@ class HostNamespace(GatewayNamespace):
 
     async def queue(self, caller: Caller, payload: dict[str, Any]) -> dict[str, Any]:
         entries = await self.services.waiting_room.queue(caller.session)
-        return ok(participants=[entry.to_dict() for entry in entries])
+        # The room's lock too: a console opened afresh must show it.
+        seat = await self.services.waiting_room.seat_of(caller.session)
+        return ok(participants=[entry.to_dict() for entry in entries], locked=seat.room.locked)
 
     async def admit(self, caller: Caller, payload: dict[str, Any]) -> dict[str, Any]:
         participant = await self.services.waiting_room.admit(

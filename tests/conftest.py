@@ -9,7 +9,7 @@ from gateway.clock import FrozenClock
 from gateway.storage import MemoryStore, SecretBox, Store
 
 # Real servers (redis-server, later coturn and chromium) started by fixtures.
-pytest_plugins = ["tests.fixtures.servers"]
+pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.chromium"]
 
 
 @pytest.fixture

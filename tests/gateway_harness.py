@@ -211,6 +211,8 @@ class RunningGateway:
     settings: Settings
     services: Services
     sockets: list[SocketClient] = field(default_factory=list)
+    #: The application, when it runs in this process (running_gateway).
+    app: web.Application | None = None
 
     @property
     def cookie_name(self) -> str:
@@ -308,7 +310,7 @@ async def running_gateway(
     try:
         site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
-        gateway = RunningGateway(url=url, settings=settings, services=app[SERVICES])
+        gateway = RunningGateway(url=url, settings=settings, services=app[SERVICES], app=app)
         yield gateway
     finally:
         if gateway is not None:

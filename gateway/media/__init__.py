@@ -1,6 +1,11 @@
-"""The media plane: sealed recordings and the muxer that fills them (the relay comes later)."""
+"""The media plane: the packet-forwarding relay, sealed recordings and their muxer."""
 
+from gateway.media.codecs import VideoCodec
+from gateway.media.forwarder import ForwarderStats, RoomForwarder
+from gateway.media.ice_policy import CandidatePolicy, MediaNetwork
 from gateway.media.muxer import AudioTrack, RecordingMuxer, VideoTrack
+from gateway.media.peer import GatewayPeer
+from gateway.media.reasons import MediaCloseReason
 from gateway.media.sealed import (
     RecordingKey,
     RecordingKeyring,
@@ -15,12 +20,19 @@ from gateway.media.sealed import (
 
 __all__ = [
     "AudioTrack",
+    "CandidatePolicy",
+    "ForwarderStats",
+    "GatewayPeer",
+    "MediaCloseReason",
+    "MediaNetwork",
     "RecordingKey",
     "RecordingKeyring",
     "RecordingMuxer",
+    "RoomForwarder",
     "SealedReader",
     "SealedReport",
     "SealedWriter",
+    "VideoCodec",
     "VideoTrack",
     "export_plaintext",
     "open_sealed",

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from gateway.clock import Clock
 from gateway.domain.audit import AuditDraft, AuditEntry, verify_chain
 from gateway.storage.base import Store
 
-__all__ = ["AuditLog", "AuditReport"]
+__all__ = ["AuditLog", "AuditObserver", "AuditReport"]
 
 log = logging.getLogger(__name__)
 
 _PAGE = 1000
+
+#: Called with every entry this process appends (metrics count failures this way).
+AuditObserver = Callable[[AuditEntry], None]
 
 
 class AuditReport:
@@ -31,6 +34,14 @@ class AuditLog:
     def __init__(self, *, store: Store, clock: Clock) -> None:
         self._store = store
         self._clock = clock
+        self._observers: list[AuditObserver] = []
+
+    def subscribe(self, observer: AuditObserver) -> None:
+        self._observers.append(observer)
+
+    def unsubscribe(self, observer: AuditObserver) -> None:
+        if observer in self._observers:
+            self._observers.remove(observer)
 
     async def record(
         self,
@@ -43,6 +54,11 @@ class AuditLog:
         draft = AuditDraft(actor=actor, action=action, outcome=outcome, subjects=subjects or {})
         entry = await self._store.append_audit(draft, at=self._clock.now())
         log.debug("audit %s %s -> %s (seq %d)", actor, action, outcome, entry.seq)
+        for observer in list(self._observers):
+            try:
+                observer(entry)
+            except Exception:  # an observer must not undo a recorded entry for its caller
+                log.exception("audit observer failed on %s", action)
         return entry
 
     async def verify(self) -> AuditReport:

@@ -26,10 +26,19 @@ def redact_path(path: str) -> str:
 
 class RedactingAccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        path = redact_path(request.rel_url.path)
+        duration_ms = round(time * 1000, 1)
         self.logger.info(
             "%s %s %s %.1fms",
             request.method,
-            redact_path(request.rel_url.path),
+            path,
             response.status,
-            time * 1000,
+            duration_ms,
+            # Structured copies for JSON logs (gateway.logs writes these fields only).
+            extra={
+                "http_method": request.method,
+                "http_path": path,
+                "http_status": response.status,
+                "duration_ms": duration_ms,
+            },
         )

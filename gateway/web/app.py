@@ -8,14 +8,18 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from gateway.clock import Clock, SystemClock
+from gateway.metrics import GatewayMetrics
 from gateway.services import Services
 from gateway.services.webhooks import WebhookConfig
 from gateway.settings import Settings
 from gateway.storage import MemoryStore, SecretBox, Store
 from gateway.web.api import api_routes
-from gateway.web.keys import SERVICES, SETTINGS
+from gateway.web.keys import LIFECYCLE, METRICS, SERVICES, SETTINGS
+from gateway.web.lifecycle import Lifecycle
 from gateway.web.middleware import error_middleware, security_headers
+from gateway.web.ops import draining_middleware, metrics_ctx, ops_routes
 from gateway.web.routes import routes
+from gateway.web.static import static_routes
 from gateway.web.webhooks import webhooks_ctx
 from signaling import attach_signaling
 
@@ -51,10 +55,12 @@ def create_app(
     ``webhooks`` tunes the webhook worker (tests shorten its retry schedule).
     """
     app = web.Application(
-        middlewares=[security_headers(settings), error_middleware],
+        middlewares=[security_headers(settings), error_middleware, draining_middleware],
         client_max_size=MAX_REQUEST_BYTES,
     )
     app[SETTINGS] = settings
+    app[METRICS] = GatewayMetrics()
+    lifecycle = app[LIFECYCLE] = Lifecycle()
     the_clock = clock or SystemClock()
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -67,9 +73,14 @@ def create_app(
             await store.close()
 
     app.cleanup_ctx.append(services_ctx)
+    app.cleanup_ctx.append(metrics_ctx)
     app.cleanup_ctx.append(webhooks_ctx(webhooks))
+    # Closers (telling browsers, sealing recordings) run before connections close.
+    app.on_shutdown.append(lambda _: lifecycle.drain())
+    app.add_routes(ops_routes)
     app.add_routes(routes)
     app.add_routes(api_routes)
+    app.add_routes(static_routes)
     # After the services context, so the namespaces find app[SERVICES] at start.
     attach_signaling(app, settings, the_clock)
     return app

@@ -34,9 +34,14 @@ def check_form_request(
 ) -> None:
     """Refuse a form post from another origin or without this session's token."""
     origin = request.headers.get("Origin")
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if origin == "null" and fetch_site == "same-origin":
+        # Under Referrer-Policy: no-referrer browsers post our own forms with "Origin:
+        # null"; Sec-Fetch-Site, which pages cannot set, says where the post came from.
+        origin = None
     if origin is not None and origin not in settings.origins:
         raise NotAllowed("form posted from another origin")
-    if origin is None and request.headers.get("Sec-Fetch-Site") not in (None, "same-origin"):
+    if origin is None and fetch_site not in (None, "same-origin"):
         raise NotAllowed("form posted from another site")
     if not _token_ok(settings.secret_keys, session_hash, presented):
         raise NotAllowed("form token missing or wrong")

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.metrics import GatewayMetrics
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.web.lifecycle import Lifecycle
 
-__all__ = ["SERVICES", "SETTINGS"]
+__all__ = ["LIFECYCLE", "METRICS", "SERVICES", "SETTINGS"]
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICES = web.AppKey("services", Services)
+#: Draining state and the closers that run before the process stops.
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+#: The Prometheus registry of this application.
+METRICS = web.AppKey("metrics", GatewayMetrics)

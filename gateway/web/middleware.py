@@ -15,14 +15,17 @@ from gateway.errors import (
     NotAllowed,
     NotFound,
     RateLimited,
+    ServiceRestarting,
     StoreError,
     StoreUnavailable,
     Unauthenticated,
     UnsupportedMediaType,
 )
+from gateway.metrics import AuthFailure
 from gateway.settings import Settings
 from gateway.web.access_log import redact_path
 from gateway.web.api import API_PREFIX, dumps
+from gateway.web.keys import METRICS
 from gateway.web.pages import render
 
 __all__ = ["error_middleware", "security_headers"]
@@ -91,10 +94,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except LinkError:
         return render("link_refused.html", status=LINK_REFUSED_STATUS, title="Link not valid")
+    except ServiceRestarting:
+        response = render(
+            "error.html",
+            status=503,
+            title="Restarting",
+            heading="The service is restarting",
+            message="Your link has not been used up. Please open it again in a minute.",
+        )
+        response.headers["Retry-After"] = "30"
+        return response
     except StoreUnavailable:
         log.error("store unavailable while serving %s", redact_path(request.path))
         return render("unavailable.html", status=503, title="Try again shortly")
-    except NotFound:
+    except (NotFound, web.HTTPNotFound):  # the router's own 404 gets the same page
         return render(
             "error.html",
             status=404,
@@ -137,6 +150,7 @@ _API_STATUS: tuple[tuple[type[GatewayError], int], ...] = (
     (InvalidInput, 400),
     (RateLimited, 429),
     (StoreUnavailable, 503),
+    (ServiceRestarting, 503),
     (StoreError, 500),
     (LinkError, LINK_REFUSED_STATUS),
     (GatewayError, 409),
@@ -155,6 +169,9 @@ async def _api_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except GatewayError as exc:
         status = next(status for kind, status in _API_STATUS if isinstance(exc, kind))
+        if isinstance(exc, Unauthenticated) and METRICS in request.app:
+            # Counted here, not from the audit log, which records a flood only in part.
+            request.app[METRICS].auth_failed(AuthFailure.API_KEY_REFUSED)
         if status >= 500:
             log.error("api %s %s failed: %s", request.method, request.path, exc.code)
         headers = {"WWW-Authenticate": 'Bearer realm="quietroom"'} if status == 401 else {}

@@ -10,13 +10,20 @@ from importlib import resources
 
 from aiohttp import web
 
-__all__ = ["render"]
+from gateway.web.static import static_prefix
+
+__all__ = ["fragment", "render"]
 
 
 @cache
 def _template(name: str) -> string.Template:
     text = resources.files("gateway.web").joinpath("templates", name).read_text("utf-8")
     return string.Template(text)
+
+
+def fragment(name: str) -> str:
+    """The raw markup of ``templates/<name>``: the gateway's own text, to embed as trusted."""
+    return _template(name).template
 
 
 def render(
@@ -30,8 +37,10 @@ def render(
     """Render ``templates/<name>`` inside the common layout. Every value is escaped,
     except ``trusted`` markup that the gateway made itself (a QR code's SVG)."""
     escaped = {k: html.escape(v) for k, v in values.items()}
-    body = _template(name).substitute({**escaped, **(trusted or {})})
-    page = _template("layout.html").substitute(title=html.escape(title), body=body)
+    # $static: the versioned prefix of the client's files (scripts, the stylesheet).
+    static = static_prefix()
+    body = _template(name).substitute({**escaped, **(trusted or {}), "static": static})
+    page = _template("layout.html").substitute(title=html.escape(title), body=body, static=static)
     return web.Response(
         status=status,
         text=page,

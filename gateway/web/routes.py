@@ -18,7 +18,7 @@ from gateway.errors import (
 from gateway.settings import Settings
 from gateway.web.csrf import check_form_request, csrf_token
 from gateway.web.keys import SERVICES, SETTINGS
-from gateway.web.pages import render
+from gateway.web.pages import fragment, render
 
 __all__ = ["cookie_name", "routes"]
 
@@ -75,7 +75,16 @@ async def join_page(request: web.Request) -> web.Response:
     found = await current_session(request)
     if found is None or found[1].role is not Role.CLIENT:
         return render("no_session.html", status=401, title="Open your link")
-    return render("waiting.html", title="Waiting room")
+    settings = request.app[SETTINGS]
+    # The client app (static/client/join.js): device check, identity, consent, waiting
+    # room, call. It posts embed events only to one of these origins (see the embed SDK).
+    return render(
+        "join.html",
+        title="Waiting room",
+        totp_digits=str(settings.totp_digits),
+        embedders=" ".join(settings.frame_ancestors),
+        trusted={"consent_text": fragment("telehealth_consent.html")},
+    )
 
 
 @routes.get("/host")

@@ -1,0 +1,461 @@
+"""Packet forwarding for one room: each publisher track to its subscribers, RTP as RTP.
+
+Nothing is decoded or re-encoded. For every packet from a publisher the forwarder picks
+the subscriber tracks that carry it and, for each, rewrites what differs between legs:
+SSRC (the one the subscriber's sender announced), payload type (that leg's number for
+the same codec), header extensions (that leg's ids, its own MID, a fresh abs-send-time),
+sequence number and timestamp (continuous across publisher changes). RTCP is kept
+coherent around it:
+
+* a subscriber's PLI or FIR becomes a PLI to the publisher, at most one per
+  ``keyframe_interval`` per publisher track; a newly attached subscriber triggers one at
+  once, and gets no video until a keyframe starts;
+* a subscriber's NACK is answered from that leg's packet history (RTX if negotiated,
+  else the packet again); gaps from the publisher are NACKed upstream;
+* subscribers' REMBs go to the publisher as their minimum;
+* each subscriber sender's reports carry the publisher's NTP/RTP pair, translated into
+  the subscriber's timestamps, so lip sync survives.
+
+Subscriber slots are filled automatically: a free slot of a kind takes the first
+publisher track of that kind, from someone else, that its participant does not already
+receive. All work happens inside the awaited callbacks of the legs' receive loops; the
+forwarder starts no task of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import asdict, dataclass
+
+from aiortc import clock as aiortc_clock
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    AnyRtcpPacket,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    RtpPacket,
+    unpack_remb_fci,
+    unwrap_rtx,
+)
+
+from gateway.media.codecs import is_keyframe_start
+from gateway.media.nack import nacked_sequence_numbers
+from gateway.media.reasons import MediaCloseReason
+from gateway.media.rtp_history import rtx_packet
+from gateway.media.rtp_rewriter import seq_newer
+from gateway.media.tracks import MediaKind, PublishedTrack, SubscribedTrack
+
+__all__ = ["ForwarderStats", "RoomForwarder"]
+
+log = logging.getLogger(__name__)
+
+_SEQ_MOD = 1 << 16
+
+
+def _abs_send_time() -> int:
+    """Now as abs-send-time: NTP seconds in 6.18 fixed point, 24 bits.
+
+    The NTP epoch is a whole multiple of 64 s before the Unix one, so Unix time gives the
+    same 24 bits without building a datetime for every packet.
+    """
+    return int(time.time() * (1 << 18)) & 0x00FFFFFF
+
+
+@dataclass(slots=True)
+class ForwarderStats:
+    """Room-wide counters. Octets are RTP payload bytes."""
+
+    packets_in: int = 0
+    octets_in: int = 0
+    packets_out: int = 0
+    octets_out: int = 0
+    #: Incoming packets with a payload type the publisher's leg did not negotiate.
+    unknown_payload: int = 0
+    #: Copies not sent: the subscriber's leg lacks the codec, or cannot send yet.
+    not_forwarded: int = 0
+    #: Video held back from a subscriber until a keyframe starts.
+    held_for_keyframe: int = 0
+    keyframe_requests_sent: int = 0
+    keyframe_requests_suppressed: int = 0
+    nacks_received: int = 0
+    retransmissions_sent: int = 0
+    #: NACKed packets not in the history (too old, or never received).
+    retransmissions_missed: int = 0
+    nacks_sent_upstream: int = 0
+    retransmissions_received: int = 0
+    remb_received: int = 0
+    remb_sent_upstream: int = 0
+    sender_reports_received: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class RoomForwarder:
+    """Forwards RTP and RTCP between the publisher and subscriber tracks of one room."""
+
+    def __init__(
+        self,
+        *,
+        room_id: str,
+        monotonic: Callable[[], float] = time.monotonic,
+        keyframe_interval: float = 0.5,
+        resend_interval: float = 0.1,
+        remb_interval: float = 1.0,
+    ) -> None:
+        self.room_id = room_id
+        self._monotonic = monotonic
+        self._keyframe_interval = keyframe_interval
+        self._resend_interval = resend_interval
+        self._remb_interval = remb_interval
+        self._published: dict[str, PublishedTrack] = {}
+        self._subscribed: dict[str, SubscribedTrack] = {}
+        self._targets: dict[str, list[SubscribedTrack]] = {}
+        self._closed: MediaCloseReason | None = None
+        self.stats = ForwarderStats()
+
+    # --- membership ---------------------------------------------------------------------
+
+    @property
+    def closed(self) -> MediaCloseReason | None:
+        """Why the forwarder was closed; None while it forwards."""
+        return self._closed
+
+    @property
+    def published(self) -> list[PublishedTrack]:
+        return list(self._published.values())
+
+    @property
+    def subscribed(self) -> list[SubscribedTrack]:
+        return list(self._subscribed.values())
+
+    async def publish(self, track: PublishedTrack) -> None:
+        """A publisher track is live: fill free subscriber slots with it."""
+        if self._closed is not None:
+            return
+        if track.track_id in self._published:
+            raise ValueError(f"track {track.track_id} is already published")
+        self._published[track.track_id] = track
+        self._targets.setdefault(track.track_id, [])
+        log.info("room %s: %s publishes %s", self.room_id, track.participant_id, track.kind.value)
+        await self._assign()
+
+    async def add_subscriber(self, track: SubscribedTrack) -> None:
+        """A subscriber's sender is live: give it a publisher track if one is free."""
+        if self._closed is not None:
+            return
+        if track.track_id in self._subscribed:
+            raise ValueError(f"track {track.track_id} is already subscribed")
+        self._subscribed[track.track_id] = track
+        await self._assign()
+
+    async def remove_tracks(self, track_ids: Iterable[str]) -> None:
+        """Forget these tracks; the slots they filled go to someone else."""
+        for track_id in track_ids:
+            target = self._subscribed.pop(track_id, None)
+            if target is not None:
+                self._detach(target)
+            if track_id in self._published:
+                for orphan in self._targets.pop(track_id, []):
+                    orphan.source = None
+                del self._published[track_id]
+        if self._closed is None:
+            await self._assign()
+
+    async def remove_participant(self, participant_id: str) -> None:
+        """Forget every track of a participant (all its connections)."""
+        published = [t.track_id for t in self._published.values()]
+        subscribed = [t.track_id for t in self._subscribed.values()]
+        await self.remove_tracks(
+            track_id
+            for track_id in (*published, *subscribed)
+            if self._owner(track_id) == participant_id
+        )
+
+    def _owner(self, track_id: str) -> str | None:
+        track = self._published.get(track_id) or self._subscribed.get(track_id)
+        return track.participant_id if track is not None else None
+
+    def close(self, reason: MediaCloseReason) -> None:
+        """Stop forwarding for good. Safe to call again (the first reason is kept)."""
+        if self._closed is not None:
+            return
+        self._closed = reason
+        for target in self._subscribed.values():
+            target.source = None
+        self._targets.clear()
+        self._published.clear()
+        self._subscribed.clear()
+        log.info("room %s: forwarding closed (%s)", self.room_id, reason.value)
+
+    async def _assign(self) -> None:
+        for target in self._subscribed.values():
+            if target.source is not None:
+                continue
+            receiving = {
+                t.source.track_id
+                for t in self._subscribed.values()
+                if t.participant_id == target.participant_id and t.source is not None
+            }
+            for source in self._published.values():
+                if (
+                    source.kind is target.kind
+                    and source.participant_id != target.participant_id
+                    and source.track_id not in receiving
+                ):
+                    await self._attach(target, source)
+                    break
+
+    async def _attach(self, target: SubscribedTrack, source: PublishedTrack) -> None:
+        target.source = source
+        self._targets[source.track_id].append(target)
+        if target.kind is MediaKind.VIDEO:
+            target.waiting_keyframe = True
+            # Without a keyframe at once, a browser subscriber can stay black.
+            source.keyframe_urgent = True
+            await self._request_keyframe(source, self._monotonic())
+        log.info(
+            "room %s: %s receives %s from %s",
+            self.room_id,
+            target.participant_id,
+            target.kind.value,
+            source.participant_id,
+        )
+
+    def _detach(self, target: SubscribedTrack) -> None:
+        source = target.source
+        if source is not None:
+            targets = self._targets.get(source.track_id, [])
+            if target in targets:
+                targets.remove(target)
+        target.source = None
+
+    # --- RTP from a publisher ---------------------------------------------------------------
+
+    async def on_rtp(self, source: PublishedTrack, packet: RtpPacket) -> None:
+        """One RTP packet (already SRTP-unprotected and parsed) from a publisher."""
+        if self._closed is not None or source.track_id not in self._published:
+            return
+        now = self._monotonic()
+        fmt = source.formats.get(packet.payload_type)
+        if fmt is None:
+            apt = source.rtx_apts.get(packet.payload_type)
+            media_ssrc = source.rtx_ssrcs.get(packet.ssrc, source.media_ssrc)
+            if apt is not None and len(packet.payload) < 2:
+                return  # padding on the RTX stream: a bandwidth probe, nothing to forward
+            if apt is None or media_ssrc is None:
+                self.stats.unknown_payload += 1
+                source.counters.dropped += 1
+                return
+            packet = unwrap_rtx(packet, payload_type=apt, ssrc=media_ssrc)
+            fmt = source.formats.get(apt)
+            if fmt is None:
+                self.stats.unknown_payload += 1
+                return
+            source.counters.retransmissions += 1
+            self.stats.retransmissions_received += 1
+        elif packet.ssrc != source.media_ssrc:
+            if source.media_ssrc is not None:
+                log.info("room %s: %s changed SSRC", self.room_id, source.track_id)
+                if fmt.is_video:
+                    # A new stream: subscribers start again from one of its keyframes.
+                    for target in self._targets.get(source.track_id, []):
+                        target.waiting_keyframe = True
+                    source.keyframe_urgent = True
+            source.media_ssrc = packet.ssrc
+            source.missing.reset()
+        size = len(packet.payload)
+        source.counters.packets += 1
+        source.counters.octets += size
+        self.stats.packets_in += 1
+        self.stats.octets_in += size
+
+        # Only a keyframe that arrives in order can start a subscriber's video: one that
+        # comes late (retransmitted) has had its following packets held back already.
+        in_order = True
+        if fmt.is_video:
+            highest = source.missing.highest
+            in_order = highest is None or seq_newer(packet.sequence_number, highest)
+            if source.missing.add(packet.sequence_number):
+                source.counters.nacks += 1
+                self.stats.nacks_sent_upstream += 1
+                await source.feedback.nack(packet.ssrc, source.missing.missing)
+
+        targets = self._targets.get(source.track_id)
+        if not targets:
+            return
+        keyframe: bool | None = None
+        epoch: Hashable = (source.track_id, packet.ssrc)
+        abs_send_time = _abs_send_time()
+        for target in targets:
+            payload_type = target.payload_types.get(fmt)
+            if payload_type is None:
+                self.stats.not_forwarded += 1
+                target.counters.dropped += 1
+                continue
+            if target.waiting_keyframe:
+                if keyframe is None:
+                    keyframe = in_order and is_keyframe_start(fmt, packet.payload)
+                if not keyframe:
+                    self.stats.held_for_keyframe += 1
+                    source.keyframe_wanted = True
+                    continue
+                target.waiting_keyframe = False
+            out = target.rewriter.map(epoch, packet.sequence_number, packet.timestamp, now)
+            if out.new_epoch:
+                self._report_mapping(target, source, packet.ssrc, out.timestamp)
+            copy = RtpPacket(
+                payload_type=payload_type,
+                marker=packet.marker,
+                sequence_number=out.sequence_number,
+                timestamp=out.timestamp,
+                ssrc=target.ssrc,
+                payload=packet.payload,
+            )
+            copy.csrc = packet.csrc
+            copy.padding_size = packet.padding_size
+            copy.extensions.mid = target.mid
+            copy.extensions.abs_send_time = abs_send_time
+            copy.extensions.audio_level = packet.extensions.audio_level
+            data = copy.serialize(target.extensions)
+            if target.history is not None:
+                target.history.put(out.sequence_number, data)
+            if await target.sink.send(data):
+                target.counters.packets += 1
+                target.counters.octets += size
+                self.stats.packets_out += 1
+                self.stats.octets_out += size
+                target.sink.count(packets=target.counters.packets, octets=target.counters.octets)
+            else:
+                self.stats.not_forwarded += 1
+                target.counters.dropped += 1
+        if source.keyframe_wanted and in_order and fmt.is_video:
+            if keyframe is None:
+                keyframe = is_keyframe_start(fmt, packet.payload)
+            if keyframe:
+                # This keyframe answers every request made before it.
+                source.keyframe_wanted = False
+        if source.keyframe_wanted or source.keyframe_urgent:
+            await self._request_keyframe(source, now)
+
+    def _report_mapping(
+        self, target: SubscribedTrack, source: PublishedTrack, ssrc: int, out_timestamp: int
+    ) -> None:
+        report = source.sender_reports.get(ssrc)
+        if report is not None:
+            ntp, rtp_timestamp = report
+            translated = target.rewriter.translate_timestamp((source.track_id, ssrc), rtp_timestamp)
+            if translated is not None:
+                target.sink.report(ntp_timestamp=ntp, rtp_timestamp=translated)
+                return
+        # Until the publisher's first report: this packet, on the gateway's clock.
+        target.sink.report(
+            ntp_timestamp=aiortc_clock.current_ntp_time(), rtp_timestamp=out_timestamp
+        )
+
+    # --- RTCP from a publisher --------------------------------------------------------------
+
+    async def on_publisher_rtcp(self, source: PublishedTrack, packet: AnyRtcpPacket) -> None:
+        """RTCP routed to a publisher track's receiver: its sender reports matter here."""
+        if self._closed is not None or not isinstance(packet, RtcpSrPacket):
+            return
+        self.stats.sender_reports_received += 1
+        info = packet.sender_info
+        source.sender_reports[packet.ssrc] = (info.ntp_timestamp, info.rtp_timestamp)
+        epoch = (source.track_id, packet.ssrc)
+        for target in self._targets.get(source.track_id, []):
+            translated = target.rewriter.translate_timestamp(epoch, info.rtp_timestamp)
+            if translated is not None:
+                target.sink.report(ntp_timestamp=info.ntp_timestamp, rtp_timestamp=translated)
+
+    # --- RTCP from a subscriber -------------------------------------------------------------
+
+    async def on_subscriber_rtcp(self, target: SubscribedTrack, packet: AnyRtcpPacket) -> None:
+        """Feedback a subscriber sent about one of its gateway senders."""
+        if self._closed is not None or target.track_id not in self._subscribed:
+            return
+        now = self._monotonic()
+        if isinstance(packet, RtcpRtpfbPacket):
+            if packet.fmt == RTCP_RTPFB_NACK:
+                await self._answer_nack(target, packet, now)
+        elif isinstance(packet, RtcpPsfbPacket):
+            if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                target.counters.keyframe_requests += 1
+                if target.source is not None:
+                    target.source.keyframe_wanted = True
+                    await self._request_keyframe(target.source, now)
+            elif packet.fmt == RTCP_PSFB_APP:
+                await self._handle_remb(target, packet, now)
+
+    async def _answer_nack(
+        self, target: SubscribedTrack, packet: RtcpRtpfbPacket, now: float
+    ) -> None:
+        self.stats.nacks_received += 1
+        target.counters.nacks += 1
+        history = target.history
+        if history is None:
+            return
+        for seq in nacked_sequence_numbers(packet):
+            data = history.take_for_resend(seq, now, self._resend_interval)
+            if data is None:
+                self.stats.retransmissions_missed += 1
+                continue
+            rtx_payload_type = target.rtx_payload_types.get(data[1] & 0x7F)
+            if rtx_payload_type is not None:
+                data = rtx_packet(
+                    data,
+                    payload_type=rtx_payload_type,
+                    sequence_number=target.rtx_sequence_number,
+                    ssrc=target.rtx_ssrc,
+                )
+                target.rtx_sequence_number = (target.rtx_sequence_number + 1) % _SEQ_MOD
+            if await target.sink.send(data):
+                target.counters.retransmissions += 1
+                self.stats.retransmissions_sent += 1
+
+    async def _handle_remb(
+        self, target: SubscribedTrack, packet: RtcpPsfbPacket, now: float
+    ) -> None:
+        try:
+            bitrate, _ssrcs = unpack_remb_fci(packet.fci)
+        except (ValueError, IndexError):
+            return
+        self.stats.remb_received += 1
+        target.remb = bitrate
+        source = target.source
+        if source is None or source.media_ssrc is None:
+            return
+        estimates = [t.remb for t in self._targets.get(source.track_id, []) if t.remb is not None]
+        if not estimates:
+            return
+        lowest = min(estimates)
+        last, last_at = source.remb_sent, source.remb_sent_at
+        due = last is None or last_at is None or now - last_at >= self._remb_interval
+        # A drop goes up at once: the publisher should not wait a second to slow down.
+        if not due and last is not None and lowest >= last * 0.95:
+            return
+        source.remb_sent, source.remb_sent_at = lowest, now
+        self.stats.remb_sent_upstream += 1
+        await source.feedback.remb(lowest, [source.media_ssrc])
+
+    # --- keyframes ----------------------------------------------------------------------------
+
+    async def _request_keyframe(self, source: PublishedTrack, now: float) -> None:
+        """A PLI to the publisher, unless one went less than ``keyframe_interval`` ago."""
+        if source.media_ssrc is None or source.kind is not MediaKind.VIDEO:
+            return
+        last = source.keyframe_sent_at
+        if not source.keyframe_urgent and last is not None and now - last < self._keyframe_interval:
+            self.stats.keyframe_requests_suppressed += 1
+            return
+        source.keyframe_wanted = source.keyframe_urgent = False
+        source.keyframe_sent_at = now
+        source.counters.keyframe_requests += 1
+        self.stats.keyframe_requests_sent += 1
+        await source.feedback.request_keyframe(source.media_ssrc)
