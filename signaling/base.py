@@ -18,9 +18,10 @@ from gateway.settings import Settings
 from gateway.web.keys import LIFECYCLE
 from signaling.errors import error_ack, refusal
 from signaling.ratelimit import TokenBucket
+from signaling.timers import GraceTimers
 from signaling.validation import Schema
 
-__all__ = ["RATE_PER_PARTICIPANT", "Caller", "GatewayNamespace", "Handler"]
+__all__ = ["RATE_PER_PARTICIPANT", "Caller", "GatewayNamespace", "Grace", "Handler"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,15 @@ class Caller:
 Handler = Callable[[Caller, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
+@dataclass(frozen=True, slots=True)
+class Grace:
+    """What to do once a participant's last connection has stayed closed for ``delay``."""
+
+    key: str
+    delay: float
+    action: Callable[[], Awaitable[object]]
+
+
 def participant_room(participant_id: str) -> str:
     return f"p:{participant_id}"
 
@@ -68,6 +78,7 @@ class GatewayNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     """Base for /host and /client. Subclasses fill ``handlers`` and the connect hooks."""
 
     role: Role
+    timers: GraceTimers
 
     def __init__(
         self, namespace: str, *, services: Services, settings: Settings, clock: Clock
@@ -121,6 +132,24 @@ class GatewayNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     def forget(self, sid: str) -> None:
         self._buckets.pop(sid, None)
         self._connected.pop(sid, None)
+
+    def after_last_connection(self, participant_id: str) -> Grace:
+        """What happens when the participant's last connection stays closed."""
+        raise NotImplementedError
+
+    async def on_disconnect(self, sid: str, reason: object = None) -> None:
+        self.forget(sid)
+        saved = await self.get_session(sid)
+        participant_id = saved.get("participant_id") if saved else None
+        if not isinstance(participant_id, str):
+            return
+        try:
+            remaining = await self.services.store.change_connections(participant_id, -1)
+        except GatewayError:
+            return
+        if remaining == 0:
+            grace = self.after_last_connection(participant_id)
+            self.timers.schedule(grace.key, grace.delay, grace.action)
 
     def connected_participants(self) -> set[str]:
         """The participants with a socket on this process, in this namespace."""

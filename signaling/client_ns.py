@@ -13,7 +13,7 @@ from gateway.domain.waiting_room import HostPresence, ParticipantState
 from gateway.errors import GatewayError
 from gateway.services import Seat, Services
 from gateway.settings import Settings
-from signaling.base import Caller, GatewayNamespace, clients_room, participant_room
+from signaling.base import Caller, GatewayNamespace, Grace, clients_room, participant_room
 from signaling.errors import ok, refusal
 from signaling.timers import GraceTimers
 from signaling.validation import NO_PAYLOAD, Field, Schema
@@ -70,23 +70,13 @@ class ClientNamespace(GatewayNamespace):
         await self.enter_room(sid, clients_room(session.appointment_id))
         log.info("client connected", extra={"participant_id": session.participant_id})
 
-    async def on_disconnect(self, sid: str, reason: object = None) -> None:
-        self.forget(sid)
-        saved = await self.get_session(sid)
-        participant_id = saved.get("participant_id") if saved else None
-        if not isinstance(participant_id, str):
-            return
-        try:
-            remaining = await self.services.store.change_connections(participant_id, -1)
-        except GatewayError:
-            return
-        if remaining == 0:
-            # Same device back within the grace period keeps its place.
-            self.timers.schedule(
-                _grace_key(participant_id),
-                self.settings.reconnect_grace,
-                lambda: self.services.waiting_room.drop_after_grace(participant_id),
-            )
+    def after_last_connection(self, participant_id: str) -> Grace:
+        # Same device back within the grace period keeps its place.
+        return Grace(
+            key=_grace_key(participant_id),
+            delay=self.settings.reconnect_grace,
+            action=lambda: self.services.waiting_room.drop_after_grace(participant_id),
+        )
 
     # --- events ----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from gateway.domain.model import Role
 from gateway.errors import GatewayError
 from gateway.services import Services
 from gateway.settings import Settings
-from signaling.base import Caller, GatewayNamespace, host_room, participant_room
+from signaling.base import Caller, GatewayNamespace, Grace, host_room, participant_room
 from signaling.errors import ok, refusal
 from signaling.timers import GraceTimers
 from signaling.validation import NO_PAYLOAD, Field, Schema
@@ -64,22 +64,13 @@ class HostNamespace(GatewayNamespace):
         await self.enter_room(sid, host_room(session.appointment_id))
         log.info("host connected", extra={"participant_id": session.participant_id})
 
-    async def on_disconnect(self, sid: str, reason: object = None) -> None:
-        self.forget(sid)
-        saved = await self.get_session(sid)
-        participant_id = saved.get("participant_id") if saved else None
-        if not isinstance(participant_id, str):
-            return
-        try:
-            remaining = await self.services.store.change_connections(participant_id, -1)
-        except GatewayError:
-            return
-        if remaining == 0:
-            self.timers.schedule(
-                _away_key(participant_id),
-                self.settings.host_away_grace,
-                lambda: self.services.waiting_room.host_gone(participant_id),
-            )
+    def after_last_connection(self, participant_id: str) -> Grace:
+        # Clients see "host away" only if the host is not back soon (a page reload).
+        return Grace(
+            key=_away_key(participant_id),
+            delay=self.settings.host_away_grace,
+            action=lambda: self.services.waiting_room.host_gone(participant_id),
+        )
 
     # --- events ----------------------------------------------------------------------------
 
