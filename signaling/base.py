@@ -31,6 +31,8 @@ BURST_PER_CONNECTION = 10.0
 #: Per participant, across every connection and process: events a minute.
 RATE_PER_PARTICIPANT = 120
 COOKIE_HEADER_MAX = 4096
+#: Seconds between answering "the session has ended" and closing that socket.
+_CLOSE_AFTER_ANSWER = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +211,8 @@ class GatewayNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         saved = await self.get_session(sid)
         session = await self.services.sessions.refresh(saved["session_hash"])
         if session is None or session.participant_id != saved["participant_id"]:
-            await self.disconnect(sid)
+            # Answer first (the page can say why), then close the socket: a disconnect
+            # sent now would overtake the acknowledgement.
+            self.timers.schedule(f"ended:{sid}", _CLOSE_AFTER_ANSWER, lambda: self.disconnect(sid))
             raise NotAllowed("the session has ended")
         return Caller(sid=sid, session_hash=saved["session_hash"], session=session)

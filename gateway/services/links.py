@@ -110,6 +110,10 @@ class LinkService:
             raise LinkAlreadyUsed(purpose=purpose.value)
         if participant.role is Role.CLIENT:
             participant = await self._knock(participant, purpose)
+            # One device per client: a new link ends the old device's sessions, so a lost
+            # or shared phone stops working once a new link is opened. (Hosts keep theirs
+            # until they sign in: a host link alone, without TOTP, must not log a host out.)
+            await self._store.delete_participant_sessions(appointment.id, participant.id)
         token_value, session_hash = new_session_token()
         session = BrowserSession(
             participant_id=participant.id,

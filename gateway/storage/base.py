@@ -187,6 +187,9 @@ class Store(Protocol):
 
     async def delete_session(self, session_hash: str) -> None: ...
 
+    async def delete_participant_sessions(self, appointment_id: str, participant_id: str) -> int:
+        """End every browser session of one participant (a new device took over)."""
+
     async def delete_appointment_sessions(self, appointment_id: str) -> int:
         """End every browser session of the appointment; returns how many."""
 

@@ -323,6 +323,16 @@ class MemoryStore:
     async def delete_session(self, session_hash: str) -> None:
         self._sessions.pop(session_hash, None)
 
+    async def delete_participant_sessions(self, appointment_id: str, participant_id: str) -> int:
+        doomed = [
+            h
+            for h, s in self._sessions.items()
+            if s.appointment_id == appointment_id and s.participant_id == participant_id
+        ]
+        for session_hash in doomed:
+            del self._sessions[session_hash]
+        return len(doomed)
+
     async def delete_appointment_sessions(self, appointment_id: str) -> int:
         doomed = [h for h, s in self._sessions.items() if s.appointment_id == appointment_id]
         for session_hash in doomed:

@@ -247,6 +247,20 @@ redis.call('SET', KEYS[1], ARGV[4])
 return 1
 """
 
+# KEYS[1] the appointment's session set; ARGV[1] session key prefix, ARGV[2] participant.
+# Ends that participant's sessions only (a new device took over).
+_DELETE_PARTICIPANT_SESSIONS = """
+local ended = 0
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = ARGV[1] .. member
+  if redis.call('HGET', key, 'participant_id') == ARGV[2] then
+    ended = ended + redis.call('DEL', key)
+    redis.call('SREM', KEYS[1], member)
+  end
+end
+return ended
+"""
+
 # KEYS[1] the appointment's session set; ARGV[1] session key prefix, ARGV[2] appointment.
 # Checks each session still belongs to the appointment (a hash may have been reused).
 _DELETE_APPOINTMENT_SESSIONS = """
@@ -578,6 +592,7 @@ class RedisStore:
         self._withdraw_consent = client.register_script(_WITHDRAW_CONSENT)
         self._append_audit = client.register_script(_APPEND_AUDIT)
         self._delete_appointment_sessions = client.register_script(_DELETE_APPOINTMENT_SESSIONS)
+        self._delete_participant_sessions = client.register_script(_DELETE_PARTICIPANT_SESSIONS)
         self._claim_webhooks = client.register_script(_CLAIM_WEBHOOKS)
         self._reschedule_webhook = client.register_script(_RESCHEDULE_WEBHOOK)
         self._abandon_webhook = client.register_script(_ABANDON_WEBHOOK)
@@ -984,6 +999,14 @@ class RedisStore:
         ended = await self._delete_appointment_sessions(
             keys=[self._key("apt_sessions", appointment_id)],
             args=[self._key("session", ""), appointment_id],
+        )
+        return int(ended)
+
+    @_translate_errors
+    async def delete_participant_sessions(self, appointment_id: str, participant_id: str) -> int:
+        ended = await self._delete_participant_sessions(
+            keys=[self._key("apt_sessions", appointment_id)],
+            args=[self._key("session", ""), participant_id],
         )
         return int(ended)
 

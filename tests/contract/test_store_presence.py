@@ -105,3 +105,28 @@ async def test_the_first_enrolment_wins_under_concurrency(store: Store) -> None:
     assert await store.get_totp_secret(pid) == winner
     assert not await store.add_totp_secret(pid, secrets[0] if winner != secrets[0] else secrets[1])
     assert await store.get_totp_secret(pid) == winner
+
+
+async def test_ending_one_participants_sessions_leaves_the_others(store: Store) -> None:
+    from gateway.domain.model import BrowserSession
+
+    appointment, mine, theirs = new_id("apt"), new_id("ptc"), new_id("ptc")
+
+    def session(participant_id: str) -> BrowserSession:
+        return BrowserSession(
+            participant_id=participant_id,
+            appointment_id=appointment,
+            role=Role.CLIENT,
+            created_at=T0,
+            expires_at=T0 + 3600,
+        )
+
+    await store.create_session("1" * 64, session(mine))
+    await store.create_session("2" * 64, session(mine))
+    await store.create_session("3" * 64, session(theirs))
+    assert await store.delete_participant_sessions(appointment, mine) == 2
+    assert await store.get_session("1" * 64, now=T0) is None
+    assert await store.get_session("2" * 64, now=T0) is None
+    assert await store.get_session("3" * 64, now=T0) is not None
+    assert await store.delete_participant_sessions(appointment, mine) == 0
+    assert await store.delete_appointment_sessions(appointment) == 1

@@ -62,3 +62,25 @@ async def test_the_host_sees_a_knock_live(gateway: RunningGateway) -> None:
     await gateway.verified_client(seeded)
     row = await console.wait_for("participant", lambda data: data["state"] == "waiting")
     assert row["participant_id"] == seeded.client.id
+
+
+async def test_a_new_link_on_another_device_ends_the_old_devices_session(
+    gateway: RunningGateway,
+) -> None:
+    from gateway.domain.links import LinkPurpose
+
+    seeded = await gateway.seed()
+    old_phone, old_socket = await gateway.verified_client(seeded)
+    link = await gateway.services.links.issue(
+        LinkPurpose.CLIENT_JOIN, participant_id=seeded.client.id, actor="test"
+    )
+    new_laptop = gateway.browser()
+    assert await new_laptop.open_link("/j/" + link.url.rsplit("/j/", 1)[1]) == 303
+    # The old device is out: its page and its socket stop working.
+    status, _ = await old_phone.get("/join")
+    assert status == 401
+    answer = await old_socket.call("status")
+    assert answer["ok"] is False
+    # The new device waits again, from the start.
+    sock = await new_laptop.socket("/client")
+    assert (await sock.call("status"))["state"] == "knocking"
