@@ -23,6 +23,9 @@ from turn import TurnCredential, TurnCredentials, ice_servers, parse_ice_url
 pytestmark = pytest.mark.integration
 
 WAIT = 5.0
+#: An allocation is two transactions (401 challenge, then the signed request); on a busy
+#: CI machine aioice's retransmissions can need more than WAIT.
+ALLOCATE_WAIT = 15.0
 LOOPBACK = "127.0.0.1"
 
 
@@ -58,9 +61,13 @@ async def relayed(
     server: CoturnServer, cred: TurnCredential
 ) -> AsyncIterator[tuple[TurnTransport, Endpoint]]:
     """A TURN allocation (aioice's client), deleted on the way out."""
-    transport, endpoint = await asyncio.wait_for(
-        create_turn_endpoint(Endpoint, server.address, cred.username, cred.password), WAIT
-    )
+    try:
+        transport, endpoint = await asyncio.wait_for(
+            create_turn_endpoint(Endpoint, server.address, cred.username, cred.password),
+            ALLOCATE_WAIT,
+        )
+    except TimeoutError:
+        raise AssertionError(f"no TURN allocation; coturn's log:\n{server.log_tail()}") from None
     try:
         yield transport, endpoint
     finally:
