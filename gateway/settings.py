@@ -80,6 +80,8 @@ class Settings:
     #: Master keys for sealed recordings (base64, 32 bytes), newest first: the first seals
     #: new recordings, all open old ones. Empty: recording is unavailable.
     recording_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: Where sealed recordings are written (created when missing; mode 0700).
+    recording_dir: str = "recordings"
     dev_mode: bool = False
     bind_host: str = "127.0.0.1"
     port: int = 8080
@@ -207,6 +209,7 @@ _FIELDS: dict[str, _Parser] = {
     "secret_keys": _text_list,
     "data_keys": _text_list,
     "recording_keys": _text_list,
+    "recording_dir": _text,
     "dev_mode": _flag,
     "bind_host": _text,
     "port": _integer,
