@@ -11,10 +11,12 @@ from gateway.domain.consent import ConsentKind, has_live_consent
 from gateway.domain.model import BrowserSession, Role
 from gateway.domain.waiting_room import HostPresence, ParticipantState
 from gateway.errors import GatewayError
+from gateway.media.rooms import MediaRooms
 from gateway.services import Seat, Services
 from gateway.settings import Settings
 from signaling.base import Caller, GatewayNamespace, Grace, clients_room, participant_room
 from signaling.errors import ok, refusal
+from signaling.media import MediaHandlers
 from signaling.timers import GraceTimers
 from signaling.validation import NO_PAYLOAD, Field, Schema
 
@@ -35,6 +37,7 @@ class ClientNamespace(GatewayNamespace):
         settings: Settings,
         clock: Clock,
         timers: GraceTimers,
+        media: MediaRooms,
     ) -> None:
         super().__init__("/client", services=services, settings=settings, clock=clock)
         self.timers = timers
@@ -45,6 +48,9 @@ class ClientNamespace(GatewayNamespace):
             "consent.telehealth": (Schema({"version": Field(str, 64)}), self.telehealth_consent),
             "knock": (NO_PAYLOAD, self.knock),
             "leave": (NO_PAYLOAD, self.leave),
+            **MediaHandlers(
+                services=services, settings=settings, clock=clock, rooms=media, role=Role.CLIENT
+            ).handlers(),
         }
 
     async def on_connect(self, sid: str, environ: Mapping[str, Any], auth: object = None) -> None:

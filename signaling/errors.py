@@ -14,8 +14,10 @@ from gateway.errors import (
     InvalidInput,
     NotAllowed,
     NotFound,
+    PeerClosed,
     RateLimited,
     RoomLocked,
+    SdpRejected,
     ServiceRestarting,
     StoreUnavailable,
     TotpInvalidFormat,
@@ -23,6 +25,7 @@ from gateway.errors import (
     TotpNotEnrolled,
     TotpRejected,
     TotpReplayed,
+    TurnNotConfigured,
 )
 
 __all__ = ["error_ack", "ok", "refusal"]
@@ -30,6 +33,9 @@ __all__ = ["error_ack", "ok", "refusal"]
 # Plain-language messages, safe to show: no ids, no internals.
 _MESSAGES: dict[type[GatewayError], str] = {
     InvalidInput: "That request was not understood.",
+    SdpRejected: "Your browser's call setup could not be used. Please reload the page.",
+    PeerClosed: "The call connection has closed. Please try again.",
+    TurnNotConfigured: "The call cannot start: the service is not set up for this room yet.",
     NotAllowed: "That is not possible right now.",
     NotFound: "Not found.",
     RateLimited: "Too many requests. Please slow down.",

@@ -9,10 +9,12 @@ from typing import Any
 from gateway.clock import Clock
 from gateway.domain.model import Role
 from gateway.errors import GatewayError
+from gateway.media.rooms import MediaRooms
 from gateway.services import Services
 from gateway.settings import Settings
 from signaling.base import Caller, GatewayNamespace, Grace, host_room, participant_room
 from signaling.errors import ok, refusal
+from signaling.media import MediaHandlers
 from signaling.timers import GraceTimers
 from signaling.validation import NO_PAYLOAD, Field, Schema
 
@@ -33,6 +35,7 @@ class HostNamespace(GatewayNamespace):
         settings: Settings,
         clock: Clock,
         timers: GraceTimers,
+        media: MediaRooms,
     ) -> None:
         super().__init__("/host", services=services, settings=settings, clock=clock)
         self.timers = timers
@@ -48,6 +51,9 @@ class HostNamespace(GatewayNamespace):
             ),
             "lock": (Schema({"locked": Field(bool)}), self.lock),
             "end": (NO_PAYLOAD, self.end),
+            **MediaHandlers(
+                services=services, settings=settings, clock=clock, rooms=media, role=Role.HOST
+            ).handlers(),
         }
 
     async def on_connect(self, sid: str, environ: Mapping[str, Any], auth: object = None) -> None:

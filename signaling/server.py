@@ -13,9 +13,10 @@ from gateway.domain.waiting_room import ParticipantState
 from gateway.metrics import GatewayMetrics
 from gateway.services import Services
 from gateway.settings import Settings
-from gateway.web.keys import LIFECYCLE, METRICS, SERVICES
+from gateway.web.keys import LIFECYCLE, MEDIA, METRICS, SERVICES
 from signaling.client_ns import ClientNamespace
 from signaling.host_ns import HostNamespace
+from signaling.media import MediaCloser
 from signaling.relay import SocketRelay
 from signaling.timers import GraceTimers
 
@@ -64,14 +65,21 @@ def attach_signaling(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         services = app[SERVICES]
+        rooms = app[MEDIA]
         timers = GraceTimers()
-        clients = ClientNamespace(services=services, settings=settings, clock=clock, timers=timers)
+        clients = ClientNamespace(
+            services=services, settings=settings, clock=clock, timers=timers, media=rooms
+        )
         sio.register_namespace(clients)
         sio.register_namespace(
-            HostNamespace(services=services, settings=settings, clock=clock, timers=timers)
+            HostNamespace(
+                services=services, settings=settings, clock=clock, timers=timers, media=rooms
+            )
         )
         relay = SocketRelay(sio=sio, services=services)
         services.events.subscribe(relay)
+        closer = MediaCloser(rooms)
+        services.events.subscribe(closer)
 
         async def tell_restarting() -> None:
             await announce_restart(sio, retry_after=settings.shutdown_drain + RESTART_RETRY_SLACK)
@@ -86,6 +94,7 @@ def attach_signaling(
         finally:
             app[METRICS].remove_sampler(sample)
             app[LIFECYCLE].remove_closer(tell_restarting)
+            services.events.unsubscribe(closer)
             services.events.unsubscribe(relay)
             await sio.shutdown()
             # After the sockets are gone: their disconnect handlers schedule grace timers.

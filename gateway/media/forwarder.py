@@ -75,6 +75,11 @@ class ForwarderStats:
     octets_in: int = 0
     packets_out: int = 0
     octets_out: int = 0
+    #: packets_out and octets_out, split by kind.
+    audio_packets_out: int = 0
+    audio_octets_out: int = 0
+    video_packets_out: int = 0
+    video_octets_out: int = 0
     #: Incoming packets with a payload type the publisher's leg did not negotiate.
     unknown_payload: int = 0
     #: Copies not sent: the subscriber's leg lacks the codec, or cannot send yet.
@@ -95,6 +100,13 @@ class ForwarderStats:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+    def by_kind(self) -> dict[MediaKind, tuple[int, int]]:
+        """Forwarded (packets, octets) per kind of media."""
+        return {
+            MediaKind.AUDIO: (self.audio_packets_out, self.audio_octets_out),
+            MediaKind.VIDEO: (self.video_packets_out, self.video_octets_out),
+        }
 
 
 class RoomForwarder:
@@ -331,6 +343,12 @@ class RoomForwarder:
                 target.counters.octets += size
                 self.stats.packets_out += 1
                 self.stats.octets_out += size
+                if fmt.is_video:
+                    self.stats.video_packets_out += 1
+                    self.stats.video_octets_out += size
+                else:
+                    self.stats.audio_packets_out += 1
+                    self.stats.audio_octets_out += size
                 target.sink.count(packets=target.counters.packets, octets=target.counters.octets)
             else:
                 self.stats.not_forwarded += 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
 from aiortc import (
@@ -164,6 +164,7 @@ class GatewayPeer:
         network: MediaNetwork,
         video_codecs: Sequence[VideoCodec] = (VideoCodec.VP8, VideoCodec.H264),
         history_size: int = 1024,
+        on_connected: Callable[[GatewayPeer], Awaitable[None]] | None = None,
     ) -> None:
         if not video_codecs:
             raise ValueError("at least one video codec is needed")
@@ -181,6 +182,8 @@ class GatewayPeer:
         self._dropped_candidates = 0
         self._close_reason: MediaCloseReason | None = None
         self._close_task: asyncio.Future[None] | None = None
+        self._on_connected = on_connected
+        self._connected_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"GatewayPeer(room={self.room_id!r}, participant={self.participant_id!r})"
@@ -309,10 +312,20 @@ class GatewayPeer:
             return
         state = pc.connectionState
         log.info("%s: connection %s", self, state)
-        if state == "failed":
+        if state == "connected" and self._on_connected and self._connected_task is None:
+            self._connected_task = asyncio.create_task(self._tell_connected(self._on_connected))
+        elif state == "failed":
             self._begin_close(MediaCloseReason.CONNECTION_FAILED)
         elif state == "closed":
             self._begin_close(MediaCloseReason.LEFT)
+
+    async def _tell_connected(self, callback: Callable[[GatewayPeer], Awaitable[None]]) -> None:
+        try:
+            await callback(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: the connected callback failed", self)
 
     def _begin_close(self, reason: MediaCloseReason) -> asyncio.Future[None]:
         if self._close_task is None:
@@ -325,6 +338,8 @@ class GatewayPeer:
         await asyncio.shield(self._begin_close(reason))
 
     async def _shutdown(self, reason: MediaCloseReason) -> None:
+        if self._connected_task is not None and not self._connected_task.done():
+            self._connected_task.cancel()
         track_ids = [t.track_id for t in self.published] + [t.track_id for t in self.subscribed]
         await self.forwarder.remove_tracks(track_ids)
         if self._pc is not None:

@@ -22,5 +22,9 @@ class MediaCloseReason(enum.StrEnum):
     CONNECTION_FAILED = "connection_failed"
     #: The participant's offer was refused.
     SDP_REJECTED = "sdp_rejected"
+    #: The participant offered again: a new connection replaces this one.
+    RENEGOTIATED = "renegotiated"
+    #: The participant's session was taken over by another device, or ended for them.
+    SESSION_REPLACED = "session_replaced"
     #: The gateway is shutting down.
     SHUTDOWN = "shutdown"

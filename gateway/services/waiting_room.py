@@ -233,10 +233,21 @@ class WaitingRoomService:
         seat = await self.seat_of(session)
         return await self._move(seat, ParticipantEvent.LEAVE, actor=seat.participant.id)
 
-    async def joined_media(self, session: BrowserSession) -> Participant:
-        """An admitted participant's media connected."""
-        seat = await self.seat_of(session)
-        return await self._move(seat, ParticipantEvent.JOIN, actor=seat.participant.id)
+    async def joined_media(self, participant_id: str) -> Participant | None:
+        """An admitted client's media connected: now in session. None when that changes
+        nothing (a host, a client already in session, or one who left meanwhile)."""
+        try:
+            seat = await self.seat(participant_id)
+        except NotFound:
+            return None
+        if seat.participant.role is Role.HOST or seat.participant.state is not (
+            ParticipantState.ADMITTED
+        ):
+            return None
+        try:
+            return await self._move(seat, ParticipantEvent.JOIN, actor=participant_id)
+        except IllegalTransition:
+            return None
 
     async def drop_after_grace(self, participant_id: str) -> Participant | None:
         """Called when a participant's last connection stayed closed past the grace period:

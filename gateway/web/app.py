@@ -16,6 +16,7 @@ from gateway.storage import MemoryStore, SecretBox, Store
 from gateway.web.api import api_routes
 from gateway.web.keys import LIFECYCLE, METRICS, SERVICES, SETTINGS
 from gateway.web.lifecycle import Lifecycle
+from gateway.web.media import media_ctx
 from gateway.web.middleware import error_middleware, security_headers
 from gateway.web.ops import draining_middleware, metrics_ctx, ops_routes
 from gateway.web.routes import routes
@@ -75,6 +76,7 @@ def create_app(
     app.cleanup_ctx.append(services_ctx)
     app.cleanup_ctx.append(metrics_ctx)
     app.cleanup_ctx.append(webhooks_ctx(webhooks))
+    app.cleanup_ctx.append(media_ctx)
     # Closers (telling browsers, sealing recordings) run before connections close.
     app.on_shutdown.append(lambda _: lifecycle.drain())
     app.add_routes(ops_routes)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.media.rooms import MediaRooms
 from gateway.metrics import GatewayMetrics
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.web.lifecycle import Lifecycle
 
-__all__ = ["LIFECYCLE", "METRICS", "SERVICES", "SETTINGS"]
+__all__ = ["LIFECYCLE", "MEDIA", "METRICS", "SERVICES", "SETTINGS"]
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICES = web.AppKey("services", Services)
@@ -17,3 +18,5 @@ SERVICES = web.AppKey("services", Services)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 #: The Prometheus registry of this application.
 METRICS = web.AppKey("metrics", GatewayMetrics)
+#: This process's media: forwarders and the participants' peer connections.
+MEDIA = web.AppKey("media", MediaRooms)

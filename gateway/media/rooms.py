@@ -1,0 +1,180 @@
+"""The media of one gateway process: a forwarder per session, a peer per participant.
+
+Signaling decides who may have media (admitted clients, the signed-in host) and calls
+:meth:`MediaRooms.answer`; this module only owns the objects and their life. A second
+offer from the same participant replaces its peer: the browser renegotiates by starting
+over (after an ICE failure, a new device, or a camera added), and the forwarder keeps
+each subscriber's stream continuous across the change. Peers close with a reason when
+the participant leaves, is denied or removed, when the session ends, and at shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from gateway.errors import PeerClosed
+from gateway.media.codecs import VideoCodec
+from gateway.media.forwarder import RoomForwarder
+from gateway.media.ice_policy import MediaNetwork
+from gateway.media.peer import GatewayPeer
+from gateway.media.reasons import MediaCloseReason
+from gateway.media.tracks import MediaKind
+
+__all__ = ["ForwardedTotals", "MediaRooms"]
+
+log = logging.getLogger(__name__)
+
+#: Called once a participant's media connection is up: (session id, participant id).
+Connected = Callable[[str, str], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class ForwardedTotals:
+    """Packets and payload bytes forwarded by this process since it started, per kind."""
+
+    packets: dict[MediaKind, int]
+    octets: dict[MediaKind, int]
+
+
+class MediaRooms:
+    """Every forwarder and peer of this process, keyed by session (appointment) id."""
+
+    def __init__(
+        self,
+        *,
+        network: MediaNetwork,
+        video_codecs: Sequence[VideoCodec] = (VideoCodec.VP8, VideoCodec.H264),
+        on_connected: Connected | None = None,
+    ) -> None:
+        self.network = network
+        self.video_codecs = tuple(video_codecs)
+        self._on_connected = on_connected
+        self._forwarders: dict[str, RoomForwarder] = {}
+        self._peers: dict[str, GatewayPeer] = {}
+        self._retired = ForwardedTotals(
+            packets=dict.fromkeys(MediaKind, 0), octets=dict.fromkeys(MediaKind, 0)
+        )
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"MediaRooms(sessions={len(self._forwarders)}, peers={len(self._peers)})"
+
+    # --- reading --------------------------------------------------------------------------
+
+    def forwarder(self, session_id: str) -> RoomForwarder | None:
+        """The session's forwarder on this process, if its media started here."""
+        return self._forwarders.get(session_id)
+
+    def peer(self, participant_id: str) -> GatewayPeer | None:
+        return self._peers.get(participant_id)
+
+    @property
+    def peer_count(self) -> int:
+        return len(self._peers)
+
+    @property
+    def session_count(self) -> int:
+        return len(self._forwarders)
+
+    def totals(self) -> ForwardedTotals:
+        """Forwarded since start: closed sessions' counts plus the live ones'."""
+        packets = dict(self._retired.packets)
+        octets = dict(self._retired.octets)
+        for forwarder in self._forwarders.values():
+            for kind, (count, size) in forwarder.stats.by_kind().items():
+                packets[kind] += count
+                octets[kind] += size
+        return ForwardedTotals(packets=packets, octets=octets)
+
+    # --- negotiation ----------------------------------------------------------------------
+
+    async def answer(
+        self, *, session_id: str, participant_id: str, sdp: object, sdp_type: object
+    ) -> str:
+        """The gateway's answer to a participant's offer; their previous peer is replaced.
+
+        Raises :class:`~gateway.errors.SdpRejected` for an offer that cannot be answered
+        (the new peer is then closed) and :class:`~gateway.errors.PeerClosed` while the
+        process shuts down.
+        """
+        if self._closed:
+            raise PeerClosed(reason=MediaCloseReason.SHUTDOWN.value)
+        previous = self._peers.pop(participant_id, None)
+        if previous is not None:
+            await previous.close(MediaCloseReason.RENEGOTIATED)
+        forwarder = self._forwarders.get(session_id)
+        if forwarder is None or forwarder.closed is not None:
+            forwarder = self._forwarders[session_id] = RoomForwarder(room_id=session_id)
+        peer = GatewayPeer(
+            room_id=session_id,
+            participant_id=participant_id,
+            forwarder=forwarder,
+            network=self.network,
+            video_codecs=self.video_codecs,
+            on_connected=self._connected,
+        )
+        self._peers[participant_id] = peer
+        try:
+            return await peer.answer(sdp=sdp, sdp_type=sdp_type)
+        except BaseException:
+            if self._peers.get(participant_id) is peer:
+                del self._peers[participant_id]
+            await peer.close(MediaCloseReason.SDP_REJECTED)
+            raise
+
+    async def add_candidate(
+        self, participant_id: str, *, candidate: object, sdp_mid: object, sdp_mline_index: object
+    ) -> bool:
+        """A trickled candidate for the participant's current peer; False if refused."""
+        peer = self._peers.get(participant_id)
+        if peer is None:
+            return False
+        return await peer.add_ice_candidate(
+            candidate=candidate, sdp_mid=sdp_mid, sdp_mline_index=sdp_mline_index
+        )
+
+    async def _connected(self, peer: GatewayPeer) -> None:
+        if self._on_connected is not None and self._peers.get(peer.participant_id) is peer:
+            await self._on_connected(peer.room_id, peer.participant_id)
+
+    # --- closing --------------------------------------------------------------------------
+
+    async def close_participant(self, participant_id: str, reason: MediaCloseReason) -> bool:
+        """Close the participant's peer, if it has one here; whether it had."""
+        peer = self._peers.pop(participant_id, None)
+        if peer is None:
+            return False
+        await peer.close(reason)
+        if not any(p.room_id == peer.room_id for p in self._peers.values()):
+            # The last one out: nothing left to forward in this session here.
+            forwarder = self._forwarders.pop(peer.room_id, None)
+            if forwarder is not None:
+                self._retire(forwarder)
+                forwarder.close(reason)
+        return True
+
+    async def close_session(self, session_id: str, reason: MediaCloseReason) -> None:
+        """Close every peer of a session and its forwarder."""
+        for participant_id, peer in list(self._peers.items()):
+            if peer.room_id == session_id:
+                await self.close_participant(participant_id, reason)
+        # Normally closed with its last peer; not if no peer ever connected.
+        forwarder = self._forwarders.pop(session_id, None)
+        if forwarder is not None:
+            self._retire(forwarder)
+            forwarder.close(reason)
+
+    async def close(self, reason: MediaCloseReason = MediaCloseReason.SHUTDOWN) -> None:
+        """Close everything; later offers are refused. Safe to call twice."""
+        self._closed = True
+        for session_id in list(self._forwarders):
+            await self.close_session(session_id, reason)
+        for participant_id in list(self._peers):
+            await self.close_participant(participant_id, reason)
+
+    def _retire(self, forwarder: RoomForwarder) -> None:
+        for kind, (count, size) in forwarder.stats.by_kind().items():
+            self._retired.packets[kind] += count
+            self._retired.octets[kind] += size

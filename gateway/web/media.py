@@ -1,0 +1,47 @@
+"""The process's media rooms, owned by the application."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.media.ice_policy import MediaNetwork
+from gateway.media.rooms import ForwardedTotals, MediaRooms
+from gateway.media.tracks import MediaKind
+from gateway.metrics import GatewayMetrics
+from gateway.web.keys import MEDIA, METRICS, SERVICES, SETTINGS
+
+__all__ = ["media_ctx"]
+
+log = logging.getLogger(__name__)
+
+
+async def media_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Create the media rooms (after the services), count what they forward at every
+    scrape, and close every peer when the application stops."""
+    services = app[SERVICES]
+
+    async def connected(session_id: str, participant_id: str) -> None:
+        await services.waiting_room.joined_media(participant_id)
+
+    rooms = app[MEDIA] = MediaRooms(
+        network=MediaNetwork.from_settings(app[SETTINGS]), on_connected=connected
+    )
+    seen = ForwardedTotals(packets=dict.fromkeys(MediaKind, 0), octets=dict.fromkeys(MediaKind, 0))
+
+    async def sample(metrics: GatewayMetrics) -> None:
+        totals = rooms.totals()
+        for kind in MediaKind:
+            packets, octets = metrics.forwarded(kind)
+            packets.inc(totals.packets[kind] - seen.packets[kind])
+            octets.inc(totals.octets[kind] - seen.octets[kind])
+        seen.packets, seen.octets = totals.packets, totals.octets
+
+    app[METRICS].add_sampler(sample)
+    try:
+        yield
+    finally:
+        app[METRICS].remove_sampler(sample)
+        await rooms.close()
