@@ -11,7 +11,7 @@ from gateway.domain.consent import ConsentKind, has_live_consent
 from gateway.domain.model import BrowserSession, Role
 from gateway.domain.waiting_room import HostPresence, ParticipantState
 from gateway.errors import GatewayError
-from gateway.media.rooms import MediaRooms
+from gateway.media.routing import MediaRouter
 from gateway.services import Seat, Services
 from gateway.settings import Settings
 from signaling.base import Caller, GatewayNamespace, Grace, clients_room, participant_room
@@ -37,7 +37,7 @@ class ClientNamespace(GatewayNamespace):
         settings: Settings,
         clock: Clock,
         timers: GraceTimers,
-        media: MediaRooms,
+        media: MediaRouter,
     ) -> None:
         super().__init__("/client", services=services, settings=settings, clock=clock)
         self.timers = timers
@@ -49,7 +49,7 @@ class ClientNamespace(GatewayNamespace):
             "knock": (NO_PAYLOAD, self.knock),
             "leave": (NO_PAYLOAD, self.leave),
             **MediaHandlers(
-                services=services, settings=settings, clock=clock, rooms=media, role=Role.CLIENT
+                services=services, settings=settings, clock=clock, router=media, role=Role.CLIENT
             ).handlers(),
         }
 

@@ -9,7 +9,7 @@ from typing import Any
 from gateway.clock import Clock
 from gateway.domain.model import Role
 from gateway.errors import GatewayError
-from gateway.media.rooms import MediaRooms
+from gateway.media.routing import MediaRouter
 from gateway.services import Services
 from gateway.settings import Settings
 from signaling.base import Caller, GatewayNamespace, Grace, host_room, participant_room
@@ -35,7 +35,7 @@ class HostNamespace(GatewayNamespace):
         settings: Settings,
         clock: Clock,
         timers: GraceTimers,
-        media: MediaRooms,
+        media: MediaRouter,
     ) -> None:
         super().__init__("/host", services=services, settings=settings, clock=clock)
         self.timers = timers
@@ -52,7 +52,7 @@ class HostNamespace(GatewayNamespace):
             "lock": (Schema({"locked": Field(bool)}), self.lock),
             "end": (NO_PAYLOAD, self.end),
             **MediaHandlers(
-                services=services, settings=settings, clock=clock, rooms=media, role=Role.HOST
+                services=services, settings=settings, clock=clock, router=media, role=Role.HOST
             ).handlers(),
         }
 

@@ -16,7 +16,7 @@ from gateway.domain.model import Role
 from gateway.domain.waiting_room import ParticipantState
 from gateway.errors import NotAllowed
 from gateway.media.reasons import MediaCloseReason
-from gateway.media.rooms import MediaRooms
+from gateway.media.routing import MediaRouter
 from gateway.services import Event, EventKind, Seat, Services
 from gateway.settings import Settings
 from signaling.base import Caller, Handler
@@ -53,12 +53,12 @@ class MediaHandlers:
         services: Services,
         settings: Settings,
         clock: Clock,
-        rooms: MediaRooms,
+        router: MediaRouter,
         role: Role,
     ) -> None:
         self._services = services
         self._settings = settings
-        self._rooms = rooms
+        self._router = router
         self._role = role
         self._turn = TurnCredentials.from_settings(settings, clock=clock)
 
@@ -83,7 +83,7 @@ class MediaHandlers:
     async def offer(self, caller: Caller, payload: dict[str, Any]) -> dict[str, Any]:
         """The gateway's answer to the browser's offer; a new offer starts media afresh."""
         await self._allowed(caller)
-        answer = await self._rooms.answer(
+        answer = await self._router.answer(
             session_id=caller.appointment_id,
             participant_id=caller.participant_id,
             sdp=payload["sdp"],
@@ -93,7 +93,11 @@ class MediaHandlers:
             await self._allowed(caller)
         except NotAllowed:
             # Denied, removed or ended while the answer was being made.
-            await self._rooms.close_participant(caller.participant_id, MediaCloseReason.LEFT)
+            await self._router.close_participant(
+                session_id=caller.appointment_id,
+                participant_id=caller.participant_id,
+                reason=MediaCloseReason.LEFT,
+            )
             raise
         log.info("media answered", extra={"participant_id": caller.participant_id})
         return ok(type="answer", sdp=answer)
@@ -103,8 +107,9 @@ class MediaHandlers:
         await self._allowed(caller)
         if not payload["candidate"]:
             return ok(accepted=True)
-        accepted = await self._rooms.add_candidate(
-            caller.participant_id,
+        accepted = await self._router.add_candidate(
+            session_id=caller.appointment_id,
+            participant_id=caller.participant_id,
             candidate=payload["candidate"],
             sdp_mid=payload["sdpMid"],
             sdp_mline_index=payload["sdpMLineIndex"],
@@ -134,13 +139,18 @@ _CLOSE_ON: dict[EventKind, MediaCloseReason] = {
 class MediaCloser:
     """Closes media when the waiting room says so (an :class:`EventBus` subscriber)."""
 
-    def __init__(self, rooms: MediaRooms) -> None:
-        self._rooms = rooms
+    def __init__(self, router: MediaRouter) -> None:
+        self._router = router
 
     async def __call__(self, event: Event) -> None:
+        session_id = event.appointment_id
         if event.kind is EventKind.SESSION_ENDED:
-            await self._rooms.close_session(event.appointment_id, MediaCloseReason.SESSION_ENDED)
+            await self._router.close_session(
+                session_id=session_id, reason=MediaCloseReason.SESSION_ENDED
+            )
             return
         reason = _CLOSE_ON.get(event.kind)
         if reason is not None and event.participant_id is not None:
-            await self._rooms.close_participant(event.participant_id, reason)
+            await self._router.close_participant(
+                session_id=session_id, participant_id=event.participant_id, reason=reason
+            )

@@ -13,7 +13,8 @@ from gateway.domain.waiting_room import ParticipantState
 from gateway.metrics import GatewayMetrics
 from gateway.services import Services
 from gateway.settings import Settings
-from gateway.web.keys import LIFECYCLE, MEDIA, METRICS, SERVICES
+from gateway.web.keys import LIFECYCLE, MEDIA_ROUTER, METRICS, SERVICES
+from signaling.base import clients_room, host_room
 from signaling.client_ns import ClientNamespace
 from signaling.host_ns import HostNamespace
 from signaling.media import MediaCloser
@@ -65,21 +66,28 @@ def attach_signaling(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         services = app[SERVICES]
-        rooms = app[MEDIA]
+        router = app[MEDIA_ROUTER]
         timers = GraceTimers()
         clients = ClientNamespace(
-            services=services, settings=settings, clock=clock, timers=timers, media=rooms
+            services=services, settings=settings, clock=clock, timers=timers, media=router
         )
         sio.register_namespace(clients)
         sio.register_namespace(
             HostNamespace(
-                services=services, settings=settings, clock=clock, timers=timers, media=rooms
+                services=services, settings=settings, clock=clock, timers=timers, media=router
             )
         )
         relay = SocketRelay(sio=sio, services=services)
         services.events.subscribe(relay)
-        closer = MediaCloser(rooms)
+        closer = MediaCloser(router)
         services.events.subscribe(closer)
+
+        async def restart_media(session_id: str) -> None:
+            # The session's media node is gone: its participants offer again.
+            for name, namespace in ((clients_room, "/client"), (host_room, "/host")):
+                await sio.emit("media.restart", {}, to=name(session_id), namespace=namespace)
+
+        router.on_moved(restart_media)
 
         async def tell_restarting() -> None:
             await announce_restart(sio, retry_after=settings.shutdown_drain + RESTART_RETRY_SLACK)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.media.rooms import MediaRooms
+from gateway.media.routing import MediaRouter
 from gateway.metrics import GatewayMetrics
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.web.lifecycle import Lifecycle
 
-__all__ = ["LIFECYCLE", "MEDIA", "METRICS", "SERVICES", "SETTINGS"]
+__all__ = ["LIFECYCLE", "MEDIA", "MEDIA_ROUTER", "METRICS", "SERVICES", "SETTINGS"]
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICES = web.AppKey("services", Services)
@@ -20,3 +21,5 @@ LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 #: This process's media: forwarders and the participants' peer connections.
 MEDIA = web.AppKey("media", MediaRooms)
+#: Where each session's media lives: this process, or another media node (Redis).
+MEDIA_ROUTER = web.AppKey("media_router", MediaRouter)

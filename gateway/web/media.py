@@ -9,9 +9,11 @@ from aiohttp import web
 
 from gateway.media.ice_policy import MediaNetwork
 from gateway.media.rooms import ForwardedTotals, MediaRooms
+from gateway.media.routing import LocalRouter, RedisRouter
 from gateway.media.tracks import MediaKind
 from gateway.metrics import GatewayMetrics
-from gateway.web.keys import MEDIA, METRICS, SERVICES, SETTINGS
+from gateway.storage.redis import RedisStore
+from gateway.web.keys import MEDIA, MEDIA_ROUTER, METRICS, SERVICES, SETTINGS
 
 __all__ = ["media_ctx"]
 
@@ -19,8 +21,11 @@ log = logging.getLogger(__name__)
 
 
 async def media_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Create the media rooms (after the services), count what they forward at every
-    scrape, and close every peer when the application stops."""
+    """Create the media rooms and their router (after the services), count what they
+    forward at every scrape, and close every peer when the application stops.
+
+    With Redis this process is one media node among several (:mod:`gateway.media.routing`).
+    """
     services = app[SERVICES]
 
     async def connected(session_id: str, participant_id: str) -> None:
@@ -39,9 +44,19 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
             octets.inc(totals.octets[kind] - seen.octets[kind])
         seen.packets, seen.octets = totals.packets, totals.octets
 
+    store = services.store
+    router: LocalRouter | RedisRouter
+    if isinstance(store, RedisStore):
+        router = RedisRouter(rooms, store.client, prefix=store.prefix)
+        await router.start()
+    else:
+        router = LocalRouter(rooms)
+    app[MEDIA_ROUTER] = router
     app[METRICS].add_sampler(sample)
     try:
         yield
     finally:
         app[METRICS].remove_sampler(sample)
+        if isinstance(router, RedisRouter):
+            await router.stop()
         await rooms.close()

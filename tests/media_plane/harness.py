@@ -14,11 +14,14 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiortc import (
     MediaStreamError,
     MediaStreamTrack,
     RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -29,6 +32,7 @@ from gateway.media.forwarder import RoomForwarder
 from gateway.media.ice_policy import MediaNetwork
 from gateway.media.peer import GatewayPeer
 from gateway.media.reasons import MediaCloseReason
+from tests.gateway_harness import SocketClient
 from tests.media_plane.media import Clip, PacedClipTrack
 
 LOOPBACK = "127.0.0.1"
@@ -205,3 +209,57 @@ class LoopbackRoom:
             await client.gateway.close(MediaCloseReason.SESSION_ENDED)
             await client.pc.close()
         self.forwarder.close(MediaCloseReason.SESSION_ENDED)
+
+
+class Caller:
+    """One side of a call signalled over a gateway socket, as the browser pages do: an
+    aiortc peer that sends clips and decodes what comes."""
+
+    def __init__(self, sock: SocketClient, video: Clip, audio: Clip) -> None:
+        self.sock = sock
+        self._clips = (video, audio)
+        self.pc: RTCPeerConnection | None = None
+        self.received: dict[str, FrameCounter] = {}
+
+    async def offer(self, *, ask_config: bool = True) -> dict[str, Any]:
+        """Ask for ICE servers, offer, and apply the answer; the gateway's reply."""
+        config = {"ice_servers": [], "ice_transport_policy": "all"}
+        if ask_config:
+            config = await self.sock.call("media.config")
+            assert config["ok"], config
+        servers = [
+            RTCIceServer(s["urls"], username=s.get("username"), credential=s.get("credential"))
+            for s in config["ice_servers"]
+        ]
+        relay = config["ice_transport_policy"] == "relay"
+        pc = self.pc = RTCPeerConnection(
+            RTCConfiguration(
+                iceServers=servers,
+                iceTransportPolicy=RTCIceTransportPolicy.RELAY
+                if relay
+                else RTCIceTransportPolicy.ALL,
+            )
+        )
+        # Fresh tracks for every connection: closing a peer connection ends its tracks.
+        video_track = PacedClipTrack(self._clips[0], kind="video")
+        audio = pc.addTransceiver(
+            PacedClipTrack(self._clips[1], kind="audio"), direction="sendrecv"
+        )
+        video = pc.addTransceiver(video_track, direction="sendrecv")
+        _aiortc.on_keyframe_request(video.sender, video_track.request_keyframe)
+        _aiortc.restrict_gathering(pc, [LOOPBACK])
+        await pc.setLocalDescription(await pc.createOffer())
+        answer = await self.sock.call(
+            "media.offer", {"type": "offer", "sdp": pc.localDescription.sdp}, timeout=15
+        )
+        if answer.get("ok"):
+            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+            for transceiver in (audio, video):
+                self.received[transceiver.kind] = FrameCounter(transceiver.receiver.track)
+        return dict(answer)
+
+    async def close(self) -> None:
+        for counter in self.received.values():
+            await counter.stop()
+        if self.pc is not None:
+            await self.pc.close()

@@ -14,22 +14,14 @@ from typing import Any
 
 import pytest
 import socketio
-from aiortc import (
-    RTCConfiguration,
-    RTCIceServer,
-    RTCIceTransportPolicy,
-    RTCPeerConnection,
-    RTCSessionDescription,
-)
 
 from gateway.domain.model import RoomPolicy
-from gateway.media import _aiortc
 from gateway.media.reasons import MediaCloseReason
 from gateway.web.keys import MEDIA
 from tests.fixtures.servers import CoturnServer
-from tests.gateway_harness import RunningGateway, SocketClient, running_gateway
-from tests.media_plane.harness import LOOPBACK, FrameCounter, wait_for
-from tests.media_plane.media import Clip, PacedClipTrack
+from tests.gateway_harness import RunningGateway, running_gateway
+from tests.media_plane.harness import LOOPBACK, Caller, wait_for
+from tests.media_plane.media import Clip
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.integration]
 
@@ -37,56 +29,6 @@ MEDIA_SETTINGS: dict[str, Any] = {
     "media_addresses": [LOOPBACK],
     "media_allow_loopback": True,
 }
-
-
-class Caller:
-    """One side of the call: an aiortc peer that sends clips and decodes what comes."""
-
-    def __init__(self, sock: SocketClient, video: Clip, audio: Clip) -> None:
-        self.sock = sock
-        self.video = PacedClipTrack(video, kind="video")
-        self.audio = PacedClipTrack(audio, kind="audio")
-        self.pc: RTCPeerConnection | None = None
-        self.received: dict[str, FrameCounter] = {}
-
-    async def offer(self, *, ask_config: bool = True) -> dict[str, Any]:
-        """Ask for ICE servers, offer, and apply the answer; the gateway's reply."""
-        config = {"ice_servers": [], "ice_transport_policy": "all"}
-        if ask_config:
-            config = await self.sock.call("media.config")
-            assert config["ok"], config
-        servers = [
-            RTCIceServer(s["urls"], username=s.get("username"), credential=s.get("credential"))
-            for s in config["ice_servers"]
-        ]
-        relay = config["ice_transport_policy"] == "relay"
-        pc = self.pc = RTCPeerConnection(
-            RTCConfiguration(
-                iceServers=servers,
-                iceTransportPolicy=RTCIceTransportPolicy.RELAY
-                if relay
-                else RTCIceTransportPolicy.ALL,
-            )
-        )
-        audio = pc.addTransceiver(self.audio, direction="sendrecv")
-        video = pc.addTransceiver(self.video, direction="sendrecv")
-        _aiortc.on_keyframe_request(video.sender, self.video.request_keyframe)
-        _aiortc.restrict_gathering(pc, [LOOPBACK])
-        await pc.setLocalDescription(await pc.createOffer())
-        answer = await self.sock.call(
-            "media.offer", {"type": "offer", "sdp": pc.localDescription.sdp}, timeout=15
-        )
-        if answer.get("ok"):
-            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-            for transceiver in (audio, video):
-                self.received[transceiver.kind] = FrameCounter(transceiver.receiver.track)
-        return dict(answer)
-
-    async def close(self) -> None:
-        for counter in self.received.values():
-            await counter.stop()
-        if self.pc is not None:
-            await self.pc.close()
 
 
 @asynccontextmanager
