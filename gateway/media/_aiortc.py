@@ -149,7 +149,7 @@ def _check_internals() -> list[str]:
     fields: list[tuple[type, str, tuple[str, ...]]] = [
         (RTCRtpReceiver, "__init__", (_RX_REMOTE_STREAMS, _RX_RTCP_SSRC, _RX_DECODER_THREAD)),
         (RTCRtpSender, "__init__", (_TX_NTP, _TX_RTP, _TX_PACKETS, _TX_OCTETS)),
-        (RTCRtpSender, "__init__", ("_ssrc", "_rtx_ssrc")),
+        (RTCRtpSender, "__init__", ("_ssrc", "_rtx_ssrc", "_stream_id")),
         (RTCRtpSender, "_run_rtcp", (_TX_NTP, _TX_RTP, _TX_PACKETS, _TX_OCTETS)),
         (RTCDtlsTransport, "__init__", ("_rtp_router",)),
         (RtpRouter, "__init__", ("senders",)),
@@ -268,6 +268,16 @@ class ReceiverFeedback:
 
 
 # --- senders: the subscriber's leg ----------------------------------------------------------
+
+
+def set_stream_id(sender: RTCRtpSender, stream_id: str) -> None:
+    """Name the MediaStream the browser puts this sender's track in (the SDP's msid).
+
+    aiortc gives every sender of a connection the same stream; a subscriber's audio and
+    video slot that carry one participant share a stream of their own instead. Set it
+    before the answer is created.
+    """
+    sender._stream_id = stream_id
 
 
 def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:

@@ -16,10 +16,11 @@ coherent around it:
 * each subscriber sender's reports carry the publisher's NTP/RTP pair, translated into
   the subscriber's timestamps, so lip sync survives.
 
-Subscriber slots are filled automatically: a free slot of a kind takes the first
-publisher track of that kind, from someone else, that its participant does not already
-receive. All work happens inside the awaited callbacks of the legs' receive loops; the
-forwarder starts no task of its own.
+Subscriber slots are filled automatically, in pairs: a participant's audio and video
+slots with the same number show one other participant (one MediaStream in the browser),
+and a free pair takes the first publisher that none of the participant's slots shows.
+All work happens inside the awaited callbacks of the legs' receive loops; the forwarder
+starts no task of its own.
 """
 
 from __future__ import annotations
@@ -208,21 +209,40 @@ class RoomForwarder:
 
     async def _assign(self) -> None:
         for target in self._subscribed.values():
-            if target.source is not None:
-                continue
-            receiving = {
-                t.source.track_id
-                for t in self._subscribed.values()
-                if t.participant_id == target.participant_id and t.source is not None
-            }
-            for source in self._published.values():
-                if (
-                    source.kind is target.kind
-                    and source.participant_id != target.participant_id
-                    and source.track_id not in receiving
-                ):
+            if target.source is None:
+                source = self._source_for(target)
+                if source is not None:
                     await self._attach(target, source)
-                    break
+
+    def _source_for(self, target: SubscribedTrack) -> PublishedTrack | None:
+        """The publisher track a free slot should carry, if any.
+
+        A participant's audio and video slots with the same number form a pair that
+        shows one other participant: a slot whose sibling carries someone takes that
+        person's track of its kind (or waits for it); an unpaired slot takes the first
+        track of its kind from someone none of the participant's slots shows yet.
+        """
+        mine = [t for t in self._subscribed.values() if t.participant_id == target.participant_id]
+        receiving = {t.source.track_id for t in mine if t.source is not None}
+        candidates = [
+            source
+            for source in self._published.values()
+            if source.kind is target.kind
+            and source.participant_id != target.participant_id
+            and source.track_id not in receiving
+        ]
+        sibling = next(
+            (
+                t.source
+                for t in mine
+                if t.slot == target.slot and t.kind is not target.kind and t.source is not None
+            ),
+            None,
+        )
+        if sibling is not None:
+            return next((s for s in candidates if s.participant_id == sibling.participant_id), None)
+        shown = {t.source.participant_id for t in mine if t.source is not None}
+        return next((s for s in candidates if s.participant_id not in shown), None)
 
     async def _attach(self, target: SubscribedTrack, source: PublishedTrack) -> None:
         target.source = source

@@ -125,10 +125,13 @@ class _Inbound:
 class _Outbound:
     """One section the participant receives on: a sender the forwarder writes to."""
 
-    def __init__(self, peer: GatewayPeer, transceiver: RTCRtpTransceiver, kind: MediaKind) -> None:
+    def __init__(
+        self, peer: GatewayPeer, transceiver: RTCRtpTransceiver, kind: MediaKind, slot: int
+    ) -> None:
         self._peer = peer
         self._sender = transceiver.sender
-        self._kind = kind
+        self.kind = kind
+        self.slot = slot
         self.track: SubscribedTrack | None = None
 
     async def started(self, parameters: RTCRtpSendParameters) -> None:
@@ -136,7 +139,7 @@ class _Outbound:
         self.track = SubscribedTrack(
             track_id=f"{self._peer.participant_id}/{self._peer.leg_id}/{parameters.muxId}",
             participant_id=self._peer.participant_id,
-            kind=self._kind,
+            kind=self.kind,
             mid=parameters.muxId,
             ssrc=ssrc,
             rtx_ssrc=rtx_ssrc,
@@ -144,6 +147,7 @@ class _Outbound:
             header_extensions=parameters.headerExtensions,
             sink=_aiortc.SenderSink(self._sender),
             history_size=self._peer.history_size,
+            slot=self.slot,
         )
         await self._peer.forwarder.add_subscriber(self.track)
 
@@ -276,7 +280,10 @@ class GatewayPeer:
             )
             self._inbound.append(inbound)
         if sends:
-            outbound = _Outbound(self, transceiver, kind)
+            slot = sum(1 for o in self._outbound if o.kind is kind)
+            # The browser groups the audio and video of one slot into one MediaStream.
+            _aiortc.set_stream_id(transceiver.sender, f"{self.leg_id}-{slot}")
+            outbound = _Outbound(self, transceiver, kind, slot)
             _aiortc.intercept_sender(
                 transceiver.sender, on_started=outbound.started, on_feedback=outbound.feedback
             )

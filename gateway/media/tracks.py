@@ -149,9 +149,13 @@ class SubscribedTrack:
         header_extensions: Sequence[RTCRtpHeaderExtensionParameters],
         sink: DownstreamSink,
         history_size: int = 1024,
+        slot: int = 0,
     ) -> None:
         if not codecs:
             raise ValueError("a subscribed track needs at least one negotiated codec")
+        #: Which of the participant's slots of this kind it is (0 first): an audio and a
+        #: video slot with the same number carry one publisher, in one MediaStream.
+        self.slot = slot
         self.track_id = track_id
         self.participant_id = participant_id
         self.kind = kind

@@ -182,6 +182,7 @@ def subscribed(
     rtx_ssrc: int = 0xBBBB,
     name: str = "1",
     history_size: int = 64,
+    slot: int = 0,
 ) -> tuple[SubscribedTrack, FakeSink]:
     sink = FakeSink()
     track = SubscribedTrack(
@@ -197,6 +198,7 @@ def subscribed(
         header_extensions=extensions(),
         sink=sink,
         history_size=history_size,
+        slot=slot,
     )
     return track, sink
 

@@ -292,6 +292,30 @@ async def test_bad_offers_are_refused_and_close_the_peer(mutate: Callable[[str],
         await client.close()
 
 
+async def test_each_audio_and_video_slot_pair_is_one_stream_in_the_answer() -> None:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    for direction in ("sendrecv", "recvonly"):
+        pc.addTransceiver("audio", direction=direction)
+        pc.addTransceiver("video", direction=direction)
+    _aiortc.restrict_gathering(pc, [LOOPBACK])
+    await pc.setLocalDescription(await pc.createOffer())
+    peer = _peer()
+    try:
+        answer = await peer.answer(sdp=pc.localDescription.sdp, sdp_type="offer")
+        streams = [
+            line.split(":", 1)[1].split()[0]
+            for line in answer.split("\r\n")
+            if line.startswith("a=msid:")
+        ]
+        assert len(streams) == 4
+        assert streams[0] == streams[1]
+        assert streams[2] == streams[3]
+        assert streams[0] != streams[2]
+    finally:
+        await peer.close(MediaCloseReason.SESSION_ENDED)
+        await pc.close()
+
+
 async def test_an_offer_without_a_room_codec_is_refused() -> None:
     client, offer = await _client_offer(("video",), video=VideoCodec.VP8)
     assert "H264" not in offer

@@ -379,6 +379,31 @@ async def test_slots_are_filled_from_other_participants(forwarder: RoomForwarder
     assert audio_slot.source is None
 
 
+async def test_audio_and_video_slots_pair_up_per_participant(forwarder: RoomForwarder) -> None:
+    slots = {
+        (kind, number): subscribed("ptc_x", kind=kind, name=f"{kind.value}{number}", slot=number)[0]
+        for number in (0, 1)
+        for kind in (MediaKind.AUDIO, MediaKind.VIDEO)
+    }
+    for slot in slots.values():
+        await forwarder.add_subscriber(slot)
+    # The first to arrive has its camera off: their video slot waits for them.
+    voice_only, _ = published("ptc_p1", kind=MediaKind.AUDIO, name="a")
+    await forwarder.publish(voice_only)
+    both_audio, _ = published("ptc_p2", kind=MediaKind.AUDIO, name="a")
+    both_video, _ = published("ptc_p2", kind=MediaKind.VIDEO, name="v")
+    await forwarder.publish(both_video)
+    await forwarder.publish(both_audio)
+    assert slots[MediaKind.AUDIO, 0].source is voice_only
+    assert slots[MediaKind.VIDEO, 0].source is None
+    assert slots[MediaKind.AUDIO, 1].source is both_audio
+    assert slots[MediaKind.VIDEO, 1].source is both_video
+    # The first one's camera comes on: it joins its own audio's pair.
+    camera, _ = published("ptc_p1", kind=MediaKind.VIDEO, name="v")
+    await forwarder.publish(camera)
+    assert slots[MediaKind.VIDEO, 0].source is camera
+
+
 async def test_removed_subscriber_gets_nothing_more(forwarder: RoomForwarder) -> None:
     source, _ = published(kind=MediaKind.AUDIO)
     target, sink = subscribed(kind=MediaKind.AUDIO)
