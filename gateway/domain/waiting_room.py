@@ -20,6 +20,7 @@ __all__ = [
     "HostPresence",
     "ParticipantEvent",
     "ParticipantState",
+    "RoomCondition",
     "RoomStatus",
     "check_admission",
     "check_knock",
@@ -127,6 +128,25 @@ def check_admission(room: RoomStatus) -> None:
     """Nobody is admitted without a host present."""
     if room.host_presence is not HostPresence.PRESENT:
         raise HostAbsent(room_id=room.room_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomCondition:
+    """What must hold of the room at the moment a participant moves: the store checks
+    it in the same atomic step as the move, so a lock or a host leaving cannot slip in
+    between a check and the move."""
+
+    room_id: str
+    #: Refuse with RoomLocked while the room is locked (a knock).
+    unlocked: bool = False
+    #: Refuse with HostAbsent unless the host is present (an admission).
+    host_present: bool = False
+
+    def check(self, room: RoomStatus) -> None:
+        if self.unlocked:
+            check_knock(room)
+        if self.host_present:
+            check_admission(room)
 
 
 MAX_HOST_MESSAGE = 280

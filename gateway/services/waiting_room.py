@@ -8,6 +8,7 @@ browser session, never from a payload.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from gateway.clock import Clock
@@ -410,6 +411,7 @@ class WaitingRoomService:
             sources=rules.sources_of(event),
             target=rules.target_of(event),
             at=self._clock.now(),
+            room=_ROOM_CONDITIONS[event](seat.room.id) if event in _ROOM_CONDITIONS else None,
         )
         if current is None:
             raise NotFound("participant")
@@ -463,6 +465,14 @@ def _entry(participant: Participant) -> QueueEntry:
         verified=participant.verified_at is not None,
         since=participant.state_since,
     )
+
+
+#: Moves that hold only while the room allows them, checked atomically with the move (the
+#: checks before it give the same answer sooner, and cannot see a lock made meanwhile).
+_ROOM_CONDITIONS: dict[ParticipantEvent, Callable[[str], rules.RoomCondition]] = {
+    ParticipantEvent.WAIT: lambda room_id: rules.RoomCondition(room_id, unlocked=True),
+    ParticipantEvent.ADMIT: lambda room_id: rules.RoomCondition(room_id, host_present=True),
+}
 
 
 def _status(room: Room) -> rules.RoomStatus:

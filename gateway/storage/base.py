@@ -24,7 +24,7 @@ from gateway.domain.model import (
     Room,
 )
 from gateway.domain.totp import AttemptGrant
-from gateway.domain.waiting_room import HostPresence, ParticipantState
+from gateway.domain.waiting_room import HostPresence, ParticipantState, RoomCondition
 from gateway.domain.webhooks import WebhookClaim, WebhookDelivery
 
 __all__ = ["Store"]
@@ -96,8 +96,11 @@ class Store(Protocol):
         sources: Collection[ParticipantState],
         target: ParticipantState,
         at: float,
+        room: RoomCondition | None = None,
     ) -> tuple[bool, Participant | None]:
-        """Compare-and-set the state: move to ``target`` only from one of ``sources``.
+        """Compare-and-set the state: move to ``target`` only from one of ``sources``,
+        and only while ``room`` holds (else its RoomLocked or HostAbsent is raised and
+        nothing moves).
 
         Returns (moved, participant after the call). Exactly one of any number of
         concurrent identical moves succeeds.

@@ -24,7 +24,7 @@ from gateway.domain.model import (
     Room,
 )
 from gateway.domain.totp import AttemptGrant
-from gateway.domain.waiting_room import HostPresence, ParticipantState
+from gateway.domain.waiting_room import HostPresence, ParticipantState, RoomCondition, RoomStatus
 from gateway.domain.webhooks import WebhookClaim, WebhookDelivery
 from gateway.storage.secretbox import SecretBox
 
@@ -153,10 +153,19 @@ class MemoryStore:
         sources: Collection[ParticipantState],
         target: ParticipantState,
         at: float,
+        room: RoomCondition | None = None,
     ) -> tuple[bool, Participant | None]:
         participant = self._participants.get(participant_id)
         if participant is None or participant.state not in sources:
             return False, participant
+        if room is not None:
+            stored = self._rooms.get(room.room_id)
+            if stored is not None:
+                room.check(
+                    RoomStatus(
+                        room_id=stored.id, host_presence=stored.host_presence, locked=stored.locked
+                    )
+                )
         moved = dataclasses.replace(participant, state=target, state_since=at)
         self._participants[participant_id] = moved
         return True, moved

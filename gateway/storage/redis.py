@@ -76,9 +76,9 @@ from gateway.domain.model import (
     Room,
 )
 from gateway.domain.totp import AttemptGrant
-from gateway.domain.waiting_room import HostPresence, ParticipantState
+from gateway.domain.waiting_room import HostPresence, ParticipantState, RoomCondition
 from gateway.domain.webhooks import WebhookClaim, WebhookDelivery, WebhookType
-from gateway.errors import StoreError, StoreUnavailable
+from gateway.errors import HostAbsent, RoomLocked, StoreError, StoreUnavailable
 from gateway.storage.secretbox import SecretBox
 
 if TYPE_CHECKING:
@@ -158,12 +158,22 @@ _TRANSITION = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local state = redis.call('HGET', KEYS[1], 'state')
 local moved = 0
-for i = 3, #ARGV do
+for i = 5, #ARGV do
   if ARGV[i] == state then
-    redis.call('HSET', KEYS[1], 'state', ARGV[1], 'state_since', ARGV[2])
     moved = 1
     break
   end
+end
+if moved == 1 and #KEYS > 1 and redis.call('EXISTS', KEYS[2]) == 1 then
+  if ARGV[3] == '1' and redis.call('HGET', KEYS[2], 'locked') == '1' then
+    return {-1}
+  end
+  if ARGV[4] == '1' and redis.call('HGET', KEYS[2], 'host_presence') ~= 'present' then
+    return {-2}
+  end
+end
+if moved == 1 then
+  redis.call('HSET', KEYS[1], 'state', ARGV[1], 'state_since', ARGV[2])
 end
 return {moved, redis.call('HGETALL', KEYS[1])}
 """
@@ -773,13 +783,27 @@ class RedisStore:
         sources: Collection[ParticipantState],
         target: ParticipantState,
         at: float,
+        room: RoomCondition | None = None,
     ) -> tuple[bool, Participant | None]:
+        keys = [self._key("participant", participant_id)]
+        if room is not None:
+            keys.append(self._key("room", room.room_id))
         raw = await self._transition(
-            keys=[self._key("participant", participant_id)],
-            args=[target.value, _num(at), *(ParticipantState(s).value for s in sources)],
+            keys=keys,
+            args=[
+                target.value,
+                _num(at),
+                "1" if room is not None and room.unlocked else "0",
+                "1" if room is not None and room.host_present else "0",
+                *(ParticipantState(s).value for s in sources),
+            ],
         )
         if raw is None:
             return False, None
+        if raw[0] == -1 and room is not None:
+            raise RoomLocked(room_id=room.room_id)
+        if raw[0] == -2 and room is not None:
+            raise HostAbsent(room_id=room.room_id)
         moved, fields = raw
         return moved == 1, _participant(_fields(fields))
 

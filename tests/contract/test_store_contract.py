@@ -29,8 +29,8 @@ from gateway.domain.model import (
     RoomPolicy,
 )
 from gateway.domain.totp import new_secret
-from gateway.domain.waiting_room import HostPresence, ParticipantState
-from gateway.errors import StoreUnavailable
+from gateway.domain.waiting_room import HostPresence, ParticipantState, RoomCondition
+from gateway.errors import HostAbsent, RoomLocked, StoreUnavailable
 from gateway.storage import MemoryStore, RedisStore, SecretBox, Store
 from tests.fixtures.servers import RedisServer
 
@@ -316,6 +316,52 @@ async def test_transition_from_a_wrong_state_changes_nothing(store: Store) -> No
     assert moved is False
     assert current == participant
     assert await store.get_participant(participant.id) == participant
+
+
+async def test_a_knock_into_a_locked_room_is_refused_in_the_same_step(store: Store) -> None:
+    room = a_room(new_id("host"))
+    await store.put_room(room)
+    participant = a_participant(new_id("apt"), state=S.KNOCKING)
+    await store.put_participant(participant)
+    knock = RoomCondition(room.id, unlocked=True)
+    await store.set_room_lock(room.id, True)
+    with pytest.raises(RoomLocked):
+        await store.transition_participant(
+            participant.id, sources={S.KNOCKING}, target=S.WAITING, at=T0 + 1, room=knock
+        )
+    assert await store.get_participant(participant.id) == participant
+    await store.set_room_lock(room.id, False)
+    moved, after = await store.transition_participant(
+        participant.id, sources={S.KNOCKING}, target=S.WAITING, at=T0 + 2, room=knock
+    )
+    assert moved is True
+    assert after is not None
+    assert after.state is S.WAITING
+
+
+async def test_nobody_is_admitted_while_the_host_is_away_in_the_same_step(store: Store) -> None:
+    room = a_room(new_id("host"))
+    await store.put_room(room)
+    participant = a_participant(new_id("apt"), state=S.WAITING)
+    await store.put_participant(participant)
+    admission = RoomCondition(room.id, host_present=True)
+    await store.set_host_presence(room.id, HostPresence.PRESENT)
+    await store.set_host_presence(room.id, HostPresence.AWAY)
+    with pytest.raises(HostAbsent):
+        await store.transition_participant(
+            participant.id, sources={S.WAITING}, target=S.ADMITTED, at=T0 + 1, room=admission
+        )
+    assert await store.get_participant(participant.id) == participant
+    # A participant who cannot move anyway gets the plain answer, not the room's.
+    moved, _ = await store.transition_participant(
+        participant.id, sources={S.ADMITTED}, target=S.IN_SESSION, at=T0 + 1, room=admission
+    )
+    assert moved is False
+    await store.set_host_presence(room.id, HostPresence.PRESENT)
+    moved, _ = await store.transition_participant(
+        participant.id, sources={S.WAITING}, target=S.ADMITTED, at=T0 + 2, room=admission
+    )
+    assert moved is True
 
 
 async def test_transition_of_an_absent_participant(store: Store) -> None:
