@@ -123,6 +123,10 @@ class Settings:
     log_format: str = "text"
     #: The gateway's log level: DEBUG, INFO, WARNING or ERROR.
     log_level: str = "INFO"
+    #: Webhook URLs may reach loopback and private addresses (development and tests:
+    #: never in production, where it lets an API key probe the gateway's own network).
+    #: Unset: true in dev mode, else false.
+    webhook_allow_private: bool = False
     #: Bearer token that opens /metrics to scrapers off this machine; empty: loopback only.
     metrics_token: str = field(default="", repr=False)
     #: Seconds after SIGTERM during which the gateway still answers (not ready, new joins
@@ -236,6 +240,7 @@ _FIELDS: dict[str, _Parser] = {
     "log_format": _text,
     "log_level": _text,
     "metrics_token": _text,
+    "webhook_allow_private": _flag,
     "shutdown_drain": _integer,
 }
 
@@ -278,6 +283,7 @@ def _build(raw: dict[str, Any]) -> Settings:
         # Recordings sealed under it are unreadable once this process exits.
         values["recording_keys"] = (new_recording_key(),)
         ephemeral = True
+    values.setdefault("webhook_allow_private", dev)
     values.setdefault("secret_keys", ())
     values.setdefault("data_keys", ())
     if "public_url" not in values:

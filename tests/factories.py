@@ -20,6 +20,8 @@ def make_settings(**overrides: Any) -> Settings:
         "secret_keys": [new_secret_key()],
         "data_keys": [new_data_key()],
         "public_url": "http://127.0.0.1:8080",
+        # The tests' webhook receivers listen on loopback.
+        "webhook_allow_private": True,
     }
     values.update(overrides)
     return Settings.load({}, overrides=values)

@@ -47,6 +47,7 @@ __all__ = [
     "WebhookType",
     "build_body",
     "clean_webhook_url",
+    "is_public_address",
     "new_delivery",
     "new_webhook_secret",
     "sign",
@@ -295,9 +296,17 @@ class RetrySchedule:
 # --- endpoints --------------------------------------------------------------------------------
 
 
-def clean_webhook_url(value: object, *, allow_http: bool = False) -> str:
+def clean_webhook_url(
+    value: object, *, allow_http: bool = False, allow_private: bool = False
+) -> str:
     """A webhook URL fit to store: https (http only in development or to loopback),
-    a host, no credentials, no fragment, ASCII, at most 2048 characters."""
+    a host, no credentials, no fragment, ASCII, at most 2048 characters.
+
+    Unless ``allow_private``, the host may not be ``localhost`` or an address that is
+    not public (loopback, private, link-local such as cloud metadata, reserved): the
+    gateway must not be a way into the network it runs in. Names are checked again,
+    on every address they resolve to, when a delivery connects (:func:`is_public_address`).
+    """
     if not isinstance(value, str):
         raise ValueError("a webhook URL is text")
     if not value or len(value) > MAX_WEBHOOK_URL:
@@ -316,10 +325,31 @@ def clean_webhook_url(value: object, *, allow_http: bool = False) -> str:
         raise ValueError("a webhook URL carries no credentials")
     if parts.fragment or value.endswith("#"):
         raise ValueError("a webhook URL has no fragment")
+    if not allow_private and (host.lower() == "localhost" or _is_non_public_literal(host)):
+        raise ValueError("a webhook URL must reach a public address")
     scheme = parts.scheme.lower()
     if scheme == "https" or (scheme == "http" and (allow_http or _is_loopback(host))):
         return value
     raise ValueError("a webhook URL must be https")
+
+
+def is_public_address(address: str) -> bool:
+    """Whether an IP address is globally routable (IPv4-mapped IPv6 judged as IPv4)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def _is_non_public_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not is_public_address(host)
 
 
 def _is_loopback(host: str) -> bool:

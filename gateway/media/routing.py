@@ -175,8 +175,10 @@ class RedisRouter:
         *,
         prefix: str = "qr:",
         node_id: str | None = None,
+        owns_client: bool = False,
     ) -> None:
         self.rooms = rooms
+        self._owns_client = owns_client
         self.node_id = node_id or secrets.token_hex(8)
         self._client = client
         self._sessions_key = f"{prefix}media:sessions"
@@ -227,6 +229,9 @@ class RedisRouter:
             with contextlib.suppress(RedisError):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
             self._pubsub = None
+        if self._owns_client:
+            self._owns_client = False
+            await self._client.aclose(close_connection_pool=True)
 
     def on_moved(self, callback: Moved) -> None:
         self._moved.append(callback)

@@ -97,7 +97,11 @@ class Services:
             ),
             identity=identity,
             provisioning=Provisioning(
-                store=store, clock=clock, audit=audit, allow_http_webhooks=settings.dev_mode
+                store=store,
+                clock=clock,
+                audit=audit,
+                allow_http_webhooks=settings.dev_mode,
+                allow_private_webhooks=settings.webhook_allow_private,
             ),
             waiting_room=WaitingRoomService(
                 store=store, clock=clock, audit=audit, events=events, identity=identity

@@ -27,13 +27,21 @@ class Provisioning:
     """What a platform (or the demo) sets up before anyone joins."""
 
     def __init__(
-        self, *, store: Store, clock: Clock, audit: AuditLog, allow_http_webhooks: bool = False
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        audit: AuditLog,
+        allow_http_webhooks: bool = False,
+        allow_private_webhooks: bool = False,
     ) -> None:
         self._store = store
         self._clock = clock
         self._audit = audit
         #: Development only: webhook URLs may be plain http (loopback always may).
         self._allow_http_webhooks = allow_http_webhooks
+        #: Development and tests only: webhook URLs may name loopback or private hosts.
+        self._allow_private_webhooks = allow_private_webhooks
 
     async def create_platform(
         self, *, name: str, webhook_url: str | None = None, actor: str
@@ -60,7 +68,11 @@ class Provisioning:
 
     def _webhook_url(self, value: str) -> str:
         try:
-            return clean_webhook_url(value, allow_http=self._allow_http_webhooks)
+            return clean_webhook_url(
+                value,
+                allow_http=self._allow_http_webhooks,
+                allow_private=self._allow_private_webhooks,
+            )
         except ValueError as exc:
             raise InvalidInput(str(exc), field="webhook_url") from None
 

@@ -14,10 +14,13 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 from gateway import __version__
 from gateway.clock import Clock
@@ -29,6 +32,7 @@ from gateway.domain.webhooks import (
     WebhookClaim,
     WebhookType,
     clean_webhook_url,
+    is_public_address,
     new_delivery,
     sign,
 )
@@ -37,7 +41,7 @@ from gateway.services.audit import AuditLog
 from gateway.services.events import Event, EventKind
 from gateway.storage.base import Store
 
-__all__ = ["WebhookConfig", "WebhookDispatcher", "WebhookWorker"]
+__all__ = ["PublicAddressResolver", "WebhookConfig", "WebhookDispatcher", "WebhookWorker"]
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +136,30 @@ class WebhookDispatcher:
         return await self._store.get_platform(host.platform_id)
 
 
+class PublicAddressResolver(AbstractResolver):
+    """Resolves webhook hosts to their public addresses only.
+
+    The check is on the addresses the connection will use, so a name that resolves to a
+    private, loopback or link-local address (DNS rebinding, cloud metadata) fails the
+    delivery like an unreachable host, and the failure is in the audit log.
+    """
+
+    def __init__(self) -> None:
+        self._inner = ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        public = [result for result in found if is_public_address(result["host"])]
+        if not public:
+            raise OSError(f"{host} resolves to no public address")
+        return public
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 class WebhookWorker:
     """Sends due deliveries from the outbox. ``start()`` and ``stop()`` belong to the
     application's cleanup context; ``stop()`` is safe to call twice."""
@@ -144,6 +172,7 @@ class WebhookWorker:
         audit: AuditLog,
         config: WebhookConfig | None = None,
         allow_http: bool = False,
+        allow_private: bool = False,
         rand: Callable[[], float] | None = None,
     ) -> None:
         self._store = store
@@ -151,6 +180,7 @@ class WebhookWorker:
         self._audit = audit
         self._config = config or WebhookConfig()
         self._allow_http = allow_http
+        self._allow_private = allow_private
         self._rand = rand or secrets.SystemRandom().random
         self._session: aiohttp.ClientSession | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -162,7 +192,10 @@ class WebhookWorker:
             return
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self._config.timeout),
-            connector=aiohttp.TCPConnector(limit=self._config.concurrency),
+            connector=aiohttp.TCPConnector(
+                limit=self._config.concurrency,
+                resolver=None if self._allow_private else PublicAddressResolver(),
+            ),
             cookie_jar=aiohttp.DummyCookieJar(),
             headers={"User-Agent": f"Quietroom-Webhooks/{__version__}"},
             trust_env=False,
@@ -254,7 +287,11 @@ class WebhookWorker:
     def _endpoint(self, platform: Platform) -> str | None:
         # Checked again at send time: the URL may have been stored by another path.
         try:
-            return clean_webhook_url(platform.webhook_url, allow_http=self._allow_http)
+            return clean_webhook_url(
+                platform.webhook_url,
+                allow_http=self._allow_http,
+                allow_private=self._allow_private,
+            )
         except ValueError:
             return None
 

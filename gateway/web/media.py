@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from redis.asyncio import ConnectionPool, Redis
 
 from gateway.media.ice_policy import MediaNetwork
 from gateway.media.rooms import ForwardedTotals, MediaRooms
@@ -47,7 +48,14 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
     store = services.store
     router: LocalRouter | RedisRouter
     if isinstance(store, RedisStore):
-        router = RedisRouter(rooms, store.client, prefix=store.prefix)
+        # Its own connections to the store's Redis: a subscription holds one for good.
+        pool = store.client.connection_pool
+        client = Redis(
+            connection_pool=ConnectionPool(
+                connection_class=pool.connection_class, **pool.connection_kwargs
+            )
+        )
+        router = RedisRouter(rooms, client, prefix=store.prefix, owns_client=True)
         await router.start()
     else:
         router = LocalRouter(rooms)

@@ -31,6 +31,7 @@ def webhooks_ctx(
             audit=services.audit,
             config=config,
             allow_http=app[SETTINGS].dev_mode,
+            allow_private=app[SETTINGS].webhook_allow_private,
         )
         dispatcher = WebhookDispatcher(
             store=services.store, clock=services.clock, on_enqueued=worker.wake

@@ -22,6 +22,7 @@ from gateway.domain.webhooks import (
     WebhookType,
     build_body,
     clean_webhook_url,
+    is_public_address,
     new_delivery,
     new_webhook_secret,
     sign,
@@ -35,6 +36,7 @@ from gateway.errors import (
     WebhookSignatureInvalid,
     WebhookSignatureNotYetValid,
 )
+from gateway.services.webhooks import PublicAddressResolver
 from tests.factories import CLIENT_NAME
 
 NOW = 1_800_000_000
@@ -356,15 +358,92 @@ def test_a_schedule_without_delays_tries_once() -> None:
         "https://platform.example/hooks/quietroom",
         "https://platform.example:8443/hooks?tenant=7",
         "HTTPS://platform.example/",
-        "https://[2001:db8::1]/hook",
+        "https://[2606:4700:4700::1111]/hook",
+        "https://93.184.215.14/hook",
+    ],
+)
+def test_acceptable_webhook_urls(url: str) -> None:
+    assert clean_webhook_url(url) == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
         "http://127.0.0.1:9000/hook",
         "http://127.9.9.9/hook",
         "http://localhost:9000/hook",
         "http://[::1]:9000/hook",
     ],
 )
-def test_acceptable_webhook_urls(url: str) -> None:
-    assert clean_webhook_url(url) == url
+def test_loopback_webhooks_only_where_private_addresses_are_allowed(url: str) -> None:
+    assert clean_webhook_url(url, allow_private=True) == url
+    with pytest.raises(ValueError, match="public address"):
+        clean_webhook_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://10.0.0.8/hook",
+        "https://192.168.1.1/hook",
+        "https://172.16.0.1/hook",
+        "https://169.254.169.254/latest/meta-data",
+        "https://100.64.0.1/hook",
+        "https://0.0.0.0/hook",
+        "https://[::ffff:127.0.0.1]/hook",
+        "https://[::ffff:10.0.0.1]/hook",
+        "https://[fe80::1]/hook",
+        "https://[fd00::1]/hook",
+        "https://[2001:db8::1]/hook",
+        "https://LOCALHOST/hook",
+    ],
+)
+def test_webhooks_to_private_or_reserved_addresses_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="public address"):
+        clean_webhook_url(url)
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("93.184.215.14", True),
+        ("2606:4700:4700::1111", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("169.254.169.254", False),
+        ("::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("::ffff:93.184.215.14", True),
+        ("fe80::1%eth0", False),
+        ("224.0.0.1", False),
+        ("not an address", False),
+    ],
+)
+def test_public_addresses(address: str, public: bool) -> None:
+    assert is_public_address(address) is public
+
+
+async def test_the_delivery_resolver_keeps_only_public_addresses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resolver = PublicAddressResolver()
+    answers: list[dict[str, object]] = []
+
+    async def resolve(host: str, port: int = 0, family: object = None) -> list[dict[str, object]]:
+        return [dict(a) for a in answers]
+
+    monkeypatch.setattr(resolver._inner, "resolve", resolve)
+    answers[:] = [
+        {"hostname": "hooks.test", "host": "127.0.0.1", "port": 443},
+        {"hostname": "hooks.test", "host": "93.184.215.14", "port": 443},
+    ]
+    kept = await resolver.resolve("hooks.test", 443)
+    assert [a["host"] for a in kept] == ["93.184.215.14"]
+    # A name that resolves only inward (DNS rebinding, metadata) fails like a dead host.
+    answers[:] = [{"hostname": "hooks.test", "host": "169.254.169.254", "port": 443}]
+    with pytest.raises(OSError, match="no public address"):
+        await resolver.resolve("hooks.test", 443)
+    await resolver.close()
 
 
 @pytest.mark.parametrize(
