@@ -26,6 +26,7 @@ from gateway.errors import (
     InvalidInput,
     NotFound,
     RecordingError,
+    StoreError,
     StoreUnavailable,
 )
 from gateway.services import Services
@@ -103,6 +104,13 @@ def _parser() -> argparse.ArgumentParser:
     audit_commands = audit.add_subparsers(required=True, metavar="ACTION")
     verify = audit_commands.add_parser("verify", help="check the audit log's hash chain")
     verify.set_defaults(run=_audit_verify)
+
+    retention = commands.add_parser("retention", help="data retention")
+    retention_commands = retention.add_subparsers(required=True, metavar="ACTION")
+    retention_run = retention_commands.add_parser(
+        "run", help="run one retention pass now and print what it removed"
+    )
+    retention_run.set_defaults(run=_retention_run)
 
     platforms = commands.add_parser("platforms", help="platforms (needs QUIETROOM_REDIS_URL)")
     platforms_commands = platforms.add_subparsers(required=True, metavar="ACTION")
@@ -270,6 +278,52 @@ async def _verify(settings: Settings) -> int:
     print(
         f"audit log verifies: {report.entries} entries, head {report.head_seq} {report.head_hash}"
     )
+    if report.pruned_through:
+        print(f"(entries 1 to {report.pruned_through} were removed by the retention)")
+    return 0
+
+
+#: How ``quietroom retention run`` names each count of a pass.
+_RETENTION_LINES = {
+    "audit_entries": "audit entries pruned",
+    "appointments": "ended appointments purged",
+    "participants": "participant records purged with them",
+    "appointment_records": "purged appointments forgotten",
+    "recordings": "sealed recordings deleted",
+    "links": "expired link ids forgotten",
+    "sessions": "expired browser sessions forgotten",
+}
+
+
+def _retention_run(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    if not settings.redis_url:
+        print(
+            "quietroom: QUIETROOM_REDIS_URL is empty: only the recording folder is swept "
+            "(in-memory state lives in the running gateway, whose own sweeper handles it)",
+            file=sys.stderr,
+        )
+    return asyncio.run(_retention(settings))
+
+
+async def _retention(settings: Settings) -> int:
+    store = open_store(settings)
+    try:
+        services = Services.build(settings=settings, store=store, clock=SystemClock())
+        report = await services.retention.run_once()
+    except StoreUnavailable as exc:
+        print(f"cannot reach the store: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"quietroom: the retention pass stopped: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"quietroom: the recording folder: {exc.strerror}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    for kind, count in report.counts().items():
+        print(f"{_RETENTION_LINES[kind]}: {count}")
     return 0
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "ConfigError",
     "ConsentError",
     "ConsentMissing",
+    "ErasureRefused",
     "GatewayError",
     "HostAbsent",
     "IllegalTransition",
@@ -133,6 +134,17 @@ class AppointmentEnded(GatewayError):
     def __init__(self, *, appointment_id: str) -> None:
         super().__init__(f"appointment {appointment_id} has ended")
         self.appointment_id = appointment_id
+
+
+class ErasureRefused(GatewayError):
+    """A participant's data cannot be erased now (``reason`` says why, in ids only)."""
+
+    code = "erasure_refused"
+
+    def __init__(self, *, participant_id: str, reason: str) -> None:
+        super().__init__(f"participant {participant_id} cannot be erased now: {reason}")
+        self.participant_id = participant_id
+        self.reason = reason
 
 
 class RateLimited(GatewayError):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -35,6 +35,7 @@ __all__ = [
     "GatewayMetrics",
     "MediaKind",
     "RecordingEvent",
+    "RetentionKind",
     "Sampler",
     "WebhookFailure",
 ]
@@ -79,6 +80,18 @@ class WebhookFailure(enum.StrEnum):
     FAILED = "failed"
     #: The last attempt failed, or the platform has no endpoint: given up.
     ABANDONED = "abandoned"
+
+
+class RetentionKind(enum.StrEnum):
+    """What the retention removed (the ``kind`` label of ``quietroom_retention_removed``)."""
+
+    AUDIT_ENTRIES = "audit_entries"
+    APPOINTMENTS = "appointments"
+    PARTICIPANTS = "participants"
+    APPOINTMENT_RECORDS = "appointment_records"
+    RECORDINGS = "recordings"
+    LINKS = "links"
+    SESSIONS = "sessions"
 
 
 _RECORDING_EVENTS = {
@@ -145,7 +158,7 @@ class GatewayMetrics:
         )
         self.recordings = Counter(
             "quietroom_recordings",
-            "Recordings started, stopped, and starts refused for lack of consent",
+            "Recordings started, stopped, and starts refused (no consent, not allowed)",
             ["event"],
             registry=registry,
         )
@@ -176,7 +189,30 @@ class GatewayMetrics:
             "1 while this process is shutting down and takes no new joins",
             registry=registry,
         )
+        self.retention_removed = Counter(
+            "quietroom_retention_removed",
+            "What the retention sweeper of this process removed",
+            ["kind"],
+            registry=registry,
+        )
+        self.retention_failures = Counter(
+            "quietroom_retention_failures",
+            "Retention passes of this process that stopped on an error",
+            registry=registry,
+        )
+        self.retention_last_pass = Gauge(
+            "quietroom_retention_last_pass_timestamp_seconds",
+            "When a retention pass of this process last finished without an error",
+            registry=registry,
+        )
+        self.participants_erased = Counter(
+            "quietroom_participants_erased",
+            "Participants whose data was erased at their platform's request",
+            registry=registry,
+        )
         # Every labelled series exists from the start, at zero.
+        for removed in RetentionKind:
+            self.retention_removed.labels(kind=removed.value)
         for failure in AuthFailure:
             self.auth_failures.labels(kind=failure.value)
         for outcome in WebhookFailure:
@@ -196,6 +232,13 @@ class GatewayMetrics:
 
     def auth_failed(self, kind: AuthFailure) -> None:
         self.auth_failures.labels(kind=AuthFailure(kind).value).inc()
+
+    def retention_pass(self, removed: Mapping[str, int], *, at: float) -> None:
+        """A retention pass finished: ``removed`` maps each :class:`RetentionKind` to a count."""
+        for kind, count in removed.items():
+            if count:
+                self.retention_removed.labels(kind=RetentionKind(kind).value).inc(count)
+        self.retention_last_pass.set(at)
 
     def add_sampler(self, sampler: Sampler) -> None:
         """Run ``sampler`` before every exposition (it sets gauges)."""
@@ -235,6 +278,9 @@ class GatewayMetrics:
             failure = _TOTP_FAILURES.get(entry.outcome)
             if failure is not None:
                 self.auth_failed(failure)
+            return
+        if entry.action == "participant.erased":
+            self.participants_erased.inc()
             return
         webhook = _WEBHOOK_FAILURES.get(entry.action)
         if webhook is not None:

@@ -132,6 +132,16 @@ class Settings:
     #: Seconds after SIGTERM during which the gateway still answers (not ready, new joins
     #: refused, clients told) before it closes its connections.
     shutdown_drain: int = 5
+    #: Days audit entries are kept (0: forever). Six years by default: the retention HIPAA
+    #: sets for compliance documentation (45 CFR 164.316(b)(2)), which audit trails follow.
+    audit_retention_days: int = 2190
+    #: Days a sealed recording is kept after it was last written (0: forever).
+    recording_retention_days: int = 30
+    #: Days after an appointment ends that its participants (names, TOTP secrets),
+    #: consents and browser sessions are kept (0: forever).
+    appointment_retention_days: int = 30
+    #: Seconds between two passes of the retention sweeper.
+    retention_interval: int = 3600
     #: Generated secrets are ephemeral: set when dev mode made them up.
     ephemeral_secrets: bool = field(default=False, compare=False)
 
@@ -242,6 +252,10 @@ _FIELDS: dict[str, _Parser] = {
     "metrics_token": _text,
     "webhook_allow_private": _flag,
     "shutdown_drain": _integer,
+    "audit_retention_days": _integer,
+    "recording_retention_days": _integer,
+    "appointment_retention_days": _integer,
+    "retention_interval": _integer,
 }
 
 
@@ -366,6 +380,10 @@ def _check(values: Mapping[str, Any]) -> list[str]:
         ("host_away_grace", 0, 600),
         ("turn_ttl", 300, 86400),
         ("shutdown_drain", 0, 60),
+        ("audit_retention_days", 0, 36500),
+        ("recording_retention_days", 0, 36500),
+        ("appointment_retention_days", 0, 36500),
+        ("retention_interval", 60, 86400),
     ):
         value = values.get(name)
         if value is not None and not low <= value <= high:

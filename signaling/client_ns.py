@@ -16,7 +16,8 @@ from gateway.services import Seat, Services
 from gateway.settings import Settings
 from signaling.base import Caller, GatewayNamespace, Grace, clients_room, participant_room
 from signaling.errors import ok, refusal
-from signaling.media import MediaHandlers
+from signaling.media import MEDIA_STATES, MediaHandlers
+from signaling.recording import RecordingHandlers
 from signaling.timers import GraceTimers
 from signaling.validation import NO_PAYLOAD, Field, Schema
 
@@ -51,6 +52,7 @@ class ClientNamespace(GatewayNamespace):
             **MediaHandlers(
                 services=services, settings=settings, clock=clock, router=media, role=Role.CLIENT
             ).handlers(),
+            **RecordingHandlers(services=services, role=Role.CLIENT, emit=self.emit).handlers(),
         }
 
     async def on_connect(self, sid: str, environ: Mapping[str, Any], auth: object = None) -> None:
@@ -140,7 +142,18 @@ class ClientNamespace(GatewayNamespace):
             "telehealth_consent": {"version": consent_version, "given": consent_given},
             "host_present": seat.room.host_presence is HostPresence.PRESENT,
             "room_locked": seat.room.locked,
+            "recording": await self._recording(seat),
         }
+
+    async def _recording(self, seat: Seat) -> dict[str, Any]:
+        """The client's own consent; whether the session is recorded only once admitted
+        (a waiting client learns nothing of the session)."""
+        recordings = self.services.recordings
+        consent = await recordings.consent_of(seat.participant.id, seat.appointment.id)
+        active = False
+        if seat.participant.state in MEDIA_STATES:
+            active = (await recordings.status(seat)).active
+        return {"active": active, "consent_given": consent.given, "version": consent.version}
 
 
 def _grace_key(participant_id: str) -> str:

@@ -15,6 +15,7 @@ from gateway.settings import Settings
 from signaling.base import Caller, GatewayNamespace, Grace, host_room, participant_room
 from signaling.errors import ok, refusal
 from signaling.media import MediaHandlers
+from signaling.recording import RecordingHandlers
 from signaling.timers import GraceTimers
 from signaling.validation import NO_PAYLOAD, Field, Schema
 
@@ -54,6 +55,7 @@ class HostNamespace(GatewayNamespace):
             **MediaHandlers(
                 services=services, settings=settings, clock=clock, router=media, role=Role.HOST
             ).handlers(),
+            **RecordingHandlers(services=services, role=Role.HOST, emit=self.emit).handlers(),
         }
 
     async def on_connect(self, sid: str, environ: Mapping[str, Any], auth: object = None) -> None:
@@ -84,7 +86,12 @@ class HostNamespace(GatewayNamespace):
         entries = await self.services.waiting_room.queue(caller.session)
         # The room's lock too: a console opened afresh must show it.
         seat = await self.services.waiting_room.seat_of(caller.session)
-        return ok(participants=[entry.to_dict() for entry in entries], locked=seat.room.locked)
+        recording = await self.services.recordings.status(seat)
+        return ok(
+            participants=[entry.to_dict() for entry in entries],
+            locked=seat.room.locked,
+            recording={"active": recording.active, "allowed": recording.allowed},
+        )
 
     async def admit(self, caller: Caller, payload: dict[str, Any]) -> dict[str, Any]:
         participant = await self.services.waiting_room.admit(

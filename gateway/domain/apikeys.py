@@ -63,6 +63,8 @@ class Scope(enum.StrEnum):
     SESSIONS_WRITE = "sessions:write"
     AUDIT_READ = "audit:read"
     RECORDS_READ = "records:read"
+    #: Erase a participant's data (DELETE /participants/{id}); nothing else implies it.
+    RECORDS_ERASE = "records:erase"
 
 
 _SCOPE_VALUES = frozenset(scope.value for scope in Scope)

@@ -5,6 +5,12 @@ name, a code, a token or any other secret. Its hash covers every field and the p
 entry's hash, so altering, removing or reordering any entry breaks the chain from there
 on, and a verifier that knows the head (sequence number and hash) also notices a removed
 tail.
+
+Retention removes the oldest entries. What was removed is summed up by an anchor, the
+sequence number and hash of the last removed entry, kept beside the log, and by an
+``audit.pruned`` entry appended in the same atomic step that names that same anchor. A
+verifier starts from the anchor and insists on finding that entry, so removing entries
+without the anchor, or forging an anchor without rewriting the chain, is noticed.
 """
 
 from __future__ import annotations
@@ -18,13 +24,28 @@ from typing import Any
 
 from gateway.errors import AuditChainBroken, GatewayError
 
-__all__ = ["GENESIS_HASH", "AuditDraft", "AuditEntry", "chain", "entry_from_dict", "verify_chain"]
+__all__ = [
+    "GENESIS_HASH",
+    "NO_ANCHOR",
+    "PRUNED_ACTION",
+    "AuditAnchor",
+    "AuditDraft",
+    "AuditEntry",
+    "ChainVerifier",
+    "chain",
+    "entry_from_dict",
+    "leading_older_than",
+    "pruned_record",
+    "verify_chain",
+]
 
 GENESIS_HASH = "0" * 64
 
 _TOKEN = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
 _SUBJECT_VALUE = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
 MAX_SUBJECTS = 8
+#: The action of the entry that records a prune (and vouches for the new anchor).
+PRUNED_ACTION = "audit.pruned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,46 +165,150 @@ def entry_from_dict(data: Mapping[str, Any]) -> AuditEntry:
         ) from exc
 
 
+@dataclass(frozen=True, slots=True)
+class AuditAnchor:
+    """Where a pruned log starts: the seq and hash of the last entry removed."""
+
+    seq: int
+    hash: str
+
+    def value(self) -> str:
+        """As kept in storage: ``<seq>:<hash>``, empty for no anchor."""
+        return "" if self.seq == 0 else f"{self.seq}:{self.hash}"
+
+    @classmethod
+    def parse(cls, value: str | None) -> AuditAnchor:
+        if not value:
+            return NO_ANCHOR
+        seq, _, digest = value.partition(":")
+        return cls(seq=int(seq), hash=digest)
+
+
+#: A log that was never pruned starts at the genesis hash.
+NO_ANCHOR = AuditAnchor(seq=0, hash=GENESIS_HASH)
+
+
+def leading_older_than(entries: Iterable[AuditEntry], before: float) -> int:
+    """How many entries at the start of ``entries`` were made before ``before``.
+
+    Retention removes only such a leading run: the log stays one unbroken chain.
+    """
+    count = 0
+    for entry in entries:
+        if entry.at >= before:
+            break
+        count += 1
+    return count
+
+
+def pruned_record(last: AuditEntry, *, count: int, actor: str) -> AuditDraft:
+    """The entry that records removing ``count`` entries up to and including ``last``.
+
+    It names the new anchor (``last``'s seq and hash), which is how a verifier knows the
+    anchor was set by a prune and not by someone removing entries.
+    """
+    return AuditDraft(
+        actor=actor,
+        action=PRUNED_ACTION,
+        subjects={
+            "through_seq": str(last.seq),
+            "through_hash": last.hash,
+            "entries": str(count),
+        },
+    )
+
+
+class ChainVerifier:
+    """Checks a chain fed in pages, oldest first.
+
+    ``anchor`` is where the log starts (the last pruned entry; :data:`NO_ANCHOR` for a
+    log never pruned): a log with an anchor must hold the ``audit.pruned`` entry that
+    names it. ``start`` instead begins after a known entry (for checking a partial range)
+    and requires nothing.
+    """
+
+    def __init__(self, *, anchor: AuditAnchor = NO_ANCHOR, start: AuditEntry | None = None) -> None:
+        if start is not None:
+            anchor = AuditAnchor(seq=start.seq, hash=start.hash)
+            self._vouched = True
+        else:
+            self._vouched = anchor.seq == 0
+        self._anchor = anchor
+        self._prev_hash = anchor.hash
+        self._expected_seq = anchor.seq + 1
+        self._last_seq = anchor.seq
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        """How many entries were checked so far."""
+        return self._count
+
+    def feed(self, entries: Iterable[AuditEntry]) -> None:
+        """Check the next entries; raise :class:`AuditChainBroken` at the first bad one."""
+        for entry in entries:
+            if entry.seq != self._expected_seq:
+                raise AuditChainBroken(seq=entry.seq, reason=f"expected entry {self._expected_seq}")
+            if entry.prev_hash != self._prev_hash:
+                raise AuditChainBroken(seq=entry.seq, reason="does not follow the entry before it")
+            digest = _digest(
+                seq=entry.seq,
+                at=entry.at,
+                actor=entry.actor,
+                action=entry.action,
+                outcome=entry.outcome,
+                subjects=entry.subjects,
+                prev_hash=entry.prev_hash,
+            )
+            if digest != entry.hash:
+                raise AuditChainBroken(seq=entry.seq, reason="content altered")
+            if (
+                entry.action == PRUNED_ACTION
+                and entry.subjects.get("through_seq") == str(self._anchor.seq)
+                and self._anchor.seq > 0
+            ):
+                if entry.subjects.get("through_hash") != self._anchor.hash:
+                    raise AuditChainBroken(
+                        seq=entry.seq, reason="names another anchor than the log starts from"
+                    )
+                self._vouched = True
+            self._prev_hash = entry.hash
+            self._expected_seq += 1
+            self._last_seq = entry.seq
+            self._count += 1
+
+    def finish(self, head: tuple[int, str] | None = None) -> int:
+        """End of the entries: check the anchor was vouched for and, given the store's
+        ``head``, that no tail is missing. Returns how many entries were checked."""
+        if head is not None:
+            head_seq, head_hash = head
+            if (self._last_seq, self._prev_hash) != (head_seq, head_hash):
+                raise AuditChainBroken(
+                    seq=self._last_seq + 1, reason=f"log ends before head {head_seq}"
+                )
+        if not self._vouched:
+            raise AuditChainBroken(
+                seq=self._anchor.seq + 1,
+                reason=f"log starts after entry {self._anchor.seq} with no {PRUNED_ACTION} "
+                "entry for it",
+            )
+        return self._count
+
+
 def verify_chain(
     entries: Iterable[AuditEntry],
     *,
     head: tuple[int, str] | None = None,
     start: AuditEntry | None = None,
+    anchor: AuditAnchor = NO_ANCHOR,
 ) -> int:
     """Check every link of the chain; return how many entries were checked.
 
     ``start`` is the entry just before the first one given (for a partial range).
+    ``anchor`` is where a pruned log starts (see :class:`ChainVerifier`).
     ``head`` is the ``(seq, hash)`` the store holds for the newest entry; with it a
     removed tail is noticed too.
     """
-    prev_hash = GENESIS_HASH if start is None else start.hash
-    expected_seq = 1 if start is None else start.seq + 1
-    count = 0
-    last: AuditEntry | None = start
-    for entry in entries:
-        if entry.seq != expected_seq:
-            raise AuditChainBroken(seq=entry.seq, reason=f"expected entry {expected_seq}")
-        if entry.prev_hash != prev_hash:
-            raise AuditChainBroken(seq=entry.seq, reason="does not follow the entry before it")
-        digest = _digest(
-            seq=entry.seq,
-            at=entry.at,
-            actor=entry.actor,
-            action=entry.action,
-            outcome=entry.outcome,
-            subjects=entry.subjects,
-            prev_hash=entry.prev_hash,
-        )
-        if digest != entry.hash:
-            raise AuditChainBroken(seq=entry.seq, reason="content altered")
-        prev_hash = entry.hash
-        expected_seq += 1
-        last = entry
-        count += 1
-    if head is not None:
-        head_seq, head_hash = head
-        last_seq = 0 if last is None else last.seq
-        last_hash = GENESIS_HASH if last is None else last.hash
-        if (last_seq, last_hash) != (head_seq, head_hash):
-            raise AuditChainBroken(seq=last_seq + 1, reason=f"log ends before head {head_seq}")
-    return count
+    verifier = ChainVerifier(anchor=anchor, start=start)
+    verifier.feed(entries)
+    return verifier.finish(head)

@@ -70,6 +70,8 @@ MAX_WEBHOOK_URL = 2048
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (10.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 10800.0)
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
+#: A reason in a body (why a recording stopped or was refused): a fixed code.
+_REASON = re.compile(r"[a-z][a-z_]{0,39}")
 _V1 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -80,6 +82,9 @@ class WebhookType(enum.StrEnum):
     PARTICIPANT_LEFT = "participant.left"
     PARTICIPANT_REMOVED = "participant.removed"
     SESSION_ENDED = "session.ended"
+    RECORDING_STARTED = "recording.started"
+    RECORDING_STOPPED = "recording.stopped"
+    RECORDING_REFUSED = "recording.refused"
 
 
 # --- signatures -------------------------------------------------------------------------------
@@ -179,17 +184,28 @@ def build_body(
     appointment_id: str,
     room_id: str,
     participant_id: str | None = None,
+    recording_id: str | None = None,
+    reason: str | None = None,
 ) -> str:
-    """The JSON body: ids and a time only, so no PHI can get in by accident."""
+    """The JSON body: ids, a time and (recordings) a reason code only, so no PHI can get
+    in by accident."""
     ids = {"delivery_id": delivery_id, "appointment_id": appointment_id, "room_id": room_id}
     if participant_id is not None:
         ids["participant_id"] = participant_id
+    if recording_id is not None:
+        ids["recording_id"] = recording_id
     for name, value in ids.items():
         if not is_valid_id(value):
             raise ValueError(f"webhook {name} must be a gateway id")
+    if reason is not None and not _REASON.fullmatch(reason):
+        raise ValueError("a webhook reason is a code")
     data = {"appointment_id": appointment_id, "room_id": room_id}
     if participant_id is not None:
         data["participant_id"] = participant_id
+    if recording_id is not None:
+        data["recording_id"] = recording_id
+    if reason is not None:
+        data["reason"] = reason
     body = {
         "id": delivery_id,
         "type": WebhookType(kind).value,
@@ -230,6 +246,8 @@ def new_delivery(
     appointment_id: str,
     room_id: str,
     participant_id: str | None = None,
+    recording_id: str | None = None,
+    reason: str | None = None,
     now: float,
 ) -> WebhookDelivery:
     """A delivery of what happened ``at``, due ``now``."""
@@ -241,6 +259,8 @@ def new_delivery(
         appointment_id=appointment_id,
         room_id=room_id,
         participant_id=participant_id,
+        recording_id=recording_id,
+        reason=reason,
     )
     return WebhookDelivery(
         id=delivery_id,

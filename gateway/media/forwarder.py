@@ -19,8 +19,9 @@ coherent around it:
 Subscriber slots are filled automatically, in pairs: a participant's audio and video
 slots with the same number show one other participant (one MediaStream in the browser),
 and a free pair takes the first publisher that none of the participant's slots shows.
-All work happens inside the awaited callbacks of the legs' receive loops; the forwarder
-starts no task of its own.
+Taps (:meth:`RoomForwarder.add_tap`: the recorder) see every publisher packet as it
+arrives and may ask for a keyframe. All work happens inside the awaited callbacks of the
+legs' receive loops; the forwarder starts no task of its own.
 """
 
 from __future__ import annotations
@@ -45,18 +46,23 @@ from aiortc.rtp import (
     unwrap_rtx,
 )
 
-from gateway.media.codecs import is_keyframe_start
+from gateway.media.codecs import CodecFormat, is_keyframe_start
 from gateway.media.nack import nacked_sequence_numbers
 from gateway.media.reasons import MediaCloseReason
 from gateway.media.rtp_history import rtx_packet
 from gateway.media.rtp_rewriter import seq_newer
 from gateway.media.tracks import MediaKind, PublishedTrack, SubscribedTrack
 
-__all__ = ["ForwarderStats", "RoomForwarder"]
+__all__ = ["ForwarderStats", "PacketTap", "RoomForwarder"]
 
 log = logging.getLogger(__name__)
 
 _SEQ_MOD = 1 << 16
+
+#: Sees every packet a publisher sends (RTX unwrapped), with its format, before it is
+#: forwarded; returns True to ask that publisher for a keyframe. Called synchronously
+#: in the receive path, so it must be quick and must not block.
+PacketTap = Callable[[PublishedTrack, CodecFormat, RtpPacket], bool]
 
 
 def _abs_send_time() -> int:
@@ -131,6 +137,7 @@ class RoomForwarder:
         self._subscribed: dict[str, SubscribedTrack] = {}
         self._targets: dict[str, list[SubscribedTrack]] = {}
         self._closed: MediaCloseReason | None = None
+        self._taps: list[PacketTap] = []
         self.stats = ForwarderStats()
 
     # --- membership ---------------------------------------------------------------------
@@ -147,6 +154,15 @@ class RoomForwarder:
     @property
     def subscribed(self) -> list[SubscribedTrack]:
         return list(self._subscribed.values())
+
+    def add_tap(self, tap: PacketTap) -> None:
+        """Hand every publisher packet to ``tap`` too (the recorder)."""
+        if tap not in self._taps:
+            self._taps.append(tap)
+
+    def remove_tap(self, tap: PacketTap) -> None:
+        if tap in self._taps:
+            self._taps.remove(tap)
 
     async def publish(self, track: PublishedTrack) -> None:
         """A publisher track is live: fill free subscriber slots with it."""
@@ -319,8 +335,12 @@ class RoomForwarder:
                 self.stats.nacks_sent_upstream += 1
                 await source.feedback.nack(packet.ssrc, source.missing.missing)
 
+        if self._taps and self._tap(source, fmt, packet):
+            source.keyframe_wanted = True
         targets = self._targets.get(source.track_id)
         if not targets:
+            if self._taps and source.keyframe_wanted and fmt.is_video:
+                await self._request_keyframe(source, now)
             return
         keyframe: bool | None = None
         epoch: Hashable = (source.track_id, packet.ssrc)
@@ -381,6 +401,16 @@ class RoomForwarder:
                 source.keyframe_wanted = False
         if source.keyframe_wanted or source.keyframe_urgent:
             await self._request_keyframe(source, now)
+
+    def _tap(self, source: PublishedTrack, fmt: CodecFormat, packet: RtpPacket) -> bool:
+        wants_keyframe = False
+        for tap in list(self._taps):
+            try:
+                wants_keyframe = tap(source, fmt, packet) or wants_keyframe
+            except Exception:  # a broken tap must not stop the forwarding
+                log.exception("room %s: a packet tap failed and was removed", self.room_id)
+                self.remove_tap(tap)
+        return wants_keyframe
 
     def _report_mapping(
         self, target: SubscribedTrack, source: PublishedTrack, ssrc: int, out_timestamp: int

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from gateway.errors import PeerClosed
 from gateway.media.codecs import VideoCodec
-from gateway.media.forwarder import RoomForwarder
+from gateway.media.forwarder import PacketTap, RoomForwarder
 from gateway.media.ice_policy import MediaNetwork
 from gateway.media.peer import GatewayPeer
 from gateway.media.reasons import MediaCloseReason
@@ -56,6 +56,8 @@ class MediaRooms:
         self._retired = ForwardedTotals(
             packets=dict.fromkeys(MediaKind, 0), octets=dict.fromkeys(MediaKind, 0)
         )
+        #: Packet taps per session (recorders), on its forwarder now and on later ones.
+        self._taps: dict[str, list[PacketTap]] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -66,6 +68,30 @@ class MediaRooms:
     def forwarder(self, session_id: str) -> RoomForwarder | None:
         """The session's forwarder on this process, if its media started here."""
         return self._forwarders.get(session_id)
+
+    def session_ids(self) -> list[str]:
+        """The sessions whose media is on this process."""
+        return list(self._forwarders)
+
+    def add_tap(self, session_id: str, tap: PacketTap) -> None:
+        """Hand every publisher packet of the session to ``tap``, on the forwarder it has
+        now and on any it gets later (everyone left and came back)."""
+        taps = self._taps.setdefault(session_id, [])
+        if tap not in taps:
+            taps.append(tap)
+        forwarder = self._forwarders.get(session_id)
+        if forwarder is not None:
+            forwarder.add_tap(tap)
+
+    def remove_tap(self, session_id: str, tap: PacketTap) -> None:
+        taps = self._taps.get(session_id, [])
+        if tap in taps:
+            taps.remove(tap)
+        if not taps:
+            self._taps.pop(session_id, None)
+        forwarder = self._forwarders.get(session_id)
+        if forwarder is not None:
+            forwarder.remove_tap(tap)
 
     def peer(self, participant_id: str) -> GatewayPeer | None:
         return self._peers.get(participant_id)
@@ -107,6 +133,8 @@ class MediaRooms:
         forwarder = self._forwarders.get(session_id)
         if forwarder is None or forwarder.closed is not None:
             forwarder = self._forwarders[session_id] = RoomForwarder(room_id=session_id)
+            for tap in self._taps.get(session_id, ()):
+                forwarder.add_tap(tap)
         peer = GatewayPeer(
             room_id=session_id,
             participant_id=participant_id,

@@ -9,14 +9,18 @@ from dataclasses import dataclass
 
 from gateway.clock import Clock
 from gateway.domain.links import LinkPurpose, LinkSigner
+from gateway.domain.retention import RetentionPolicy
 from gateway.domain.totp import TotpPolicy
 from gateway.services.apikeys import ApiKeyService, IssuedApiKey
 from gateway.services.audit import AuditLog, AuditReport
+from gateway.services.erasure import ParticipantErasure
 from gateway.services.events import Event, EventBus, EventKind
 from gateway.services.identity import IdentityService, Verified
 from gateway.services.links import IssuedLink, LinkService, Redemption
 from gateway.services.platform_access import PlatformAccess
 from gateway.services.provisioning import Provisioning
+from gateway.services.recordings import RecordingService
+from gateway.services.retention import RetentionReport, RetentionService
 from gateway.services.sessions import BrowserSessions, hash_session_token, new_session_token
 from gateway.services.waiting_room import QueueEntry, Seat, WaitingRoomService
 from gateway.settings import Settings
@@ -34,10 +38,14 @@ __all__ = [
     "IssuedApiKey",
     "IssuedLink",
     "LinkService",
+    "ParticipantErasure",
     "PlatformAccess",
     "Provisioning",
     "QueueEntry",
+    "RecordingService",
     "Redemption",
+    "RetentionReport",
+    "RetentionService",
     "Seat",
     "Services",
     "Verified",
@@ -62,6 +70,9 @@ class Services:
     sessions: BrowserSessions
     apikeys: ApiKeyService
     platform_access: PlatformAccess
+    erasure: ParticipantErasure
+    retention: RetentionService
+    recordings: RecordingService
 
     @classmethod
     def build(cls, *, settings: Settings, store: Store, clock: Clock) -> Services:
@@ -82,6 +93,10 @@ class Services:
             issuer=settings.totp_issuer,
         )
         identity = IdentityService(store=store, clock=clock, audit=audit, policy=policy)
+        waiting_room = WaitingRoomService(
+            store=store, clock=clock, audit=audit, events=events, identity=identity
+        )
+        platform_access = PlatformAccess(store=store)
         return cls(
             store=store,
             clock=clock,
@@ -103,12 +118,31 @@ class Services:
                 allow_http_webhooks=settings.dev_mode,
                 allow_private_webhooks=settings.webhook_allow_private,
             ),
-            waiting_room=WaitingRoomService(
-                store=store, clock=clock, audit=audit, events=events, identity=identity
-            ),
+            waiting_room=waiting_room,
             sessions=BrowserSessions(
                 store=store, clock=clock, host_idle_timeout=settings.host_idle_timeout
             ),
             apikeys=ApiKeyService(store=store, clock=clock, audit=audit),
-            platform_access=PlatformAccess(store=store),
+            platform_access=platform_access,
+            erasure=ParticipantErasure(
+                store=store,
+                clock=clock,
+                audit=audit,
+                access=platform_access,
+                waiting_room=waiting_room,
+            ),
+            retention=RetentionService(
+                store=store,
+                clock=clock,
+                audit=audit,
+                policy=RetentionPolicy(
+                    audit_days=settings.audit_retention_days,
+                    recording_days=settings.recording_retention_days,
+                    appointment_days=settings.appointment_retention_days,
+                ),
+                recording_dir=settings.recording_dir,
+            ),
+            recordings=RecordingService(
+                store=store, clock=clock, audit=audit, events=events, waiting_room=waiting_room
+            ),
         )

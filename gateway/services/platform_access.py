@@ -196,9 +196,13 @@ class PlatformAccess:
             appointment = await self._store.get_appointment(ident)
             return None if appointment is None else await self._room_platform(appointment.room_id)
         participant = await self._store.get_participant(ident)
-        if participant is None:
+        if participant is not None:
+            return await self._platform_of("appointment", participant.appointment_id)
+        # Erased or purged: the tombstone still says whose entries these are.
+        tombstone = await self._store.get_participant_tombstone(ident)
+        if tombstone is None:
             return None
-        return await self._platform_of("appointment", participant.appointment_id)
+        return await self._platform_of("appointment", tombstone.appointment_id)
 
     async def _host_platform(self, host_id: str) -> str | None:
         host = await self._store.get_host(host_id)

@@ -67,6 +67,8 @@ class QueueEntry:
     state: ParticipantState
     verified: bool
     since: float
+    #: A live consent to recording for this session.
+    recording_consent: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -75,6 +77,7 @@ class QueueEntry:
             "state": self.state.value,
             "verified": self.verified,
             "since": self.since,
+            "recording_consent": self.recording_consent,
         }
 
 
@@ -126,8 +129,9 @@ class WaitingRoomService:
     async def queue_of(self, appointment_id: str) -> list[QueueEntry]:
         """The host's view of an appointment; callers must have checked who asks."""
         participants = await self._store.list_participants(appointment_id)
+        consenting = await self._recording_consenting(appointment_id)
         return [
-            _entry(p)
+            _entry(p, consenting)
             for p in participants
             if p.role is Role.CLIENT and p.state is not ParticipantState.INVITED
         ]
@@ -137,7 +141,11 @@ class WaitingRoomService:
         participant = await self._store.get_participant(participant_id)
         if participant is None or participant.role is not Role.CLIENT:
             return None
-        return _entry(participant)
+        return _entry(participant, await self._recording_consenting(participant.appointment_id))
+
+    async def _recording_consenting(self, appointment_id: str) -> set[str]:
+        records = await self._store.list_consents(appointment_id)
+        return {r.participant_id for r in records if r.kind is ConsentKind.RECORDING and r.live}
 
     # --- the client's side -----------------------------------------------------------------
 
@@ -376,6 +384,27 @@ class WaitingRoomService:
         seat = await self._host_seat(host)
         return await self.end(appointment_id=seat.appointment.id, actor=host.participant_id)
 
+    async def take_out(self, participant_id: str, *, actor: str) -> Participant | None:
+        """Take a client out of a live session without a host (before their data is
+        erased): a knocking client leaves, a waiting or admitted one is removed, as the
+        host's Remove does (media stops, the client and the host are told). None when
+        the client was not in the session."""
+        for _ in range(3):  # the state may move under us (admitted, joined): try again
+            try:
+                seat = await self.seat(participant_id)
+            except NotFound:
+                return None
+            state = seat.participant.state
+            if seat.participant.role is not Role.CLIENT or state not in ACTIVE_STATES:
+                return None
+            knocking = state is ParticipantState.KNOCKING
+            event = ParticipantEvent.LEAVE if knocking else ParticipantEvent.REMOVE
+            try:
+                return await self._move(seat, event, actor=actor)
+            except IllegalTransition:
+                continue
+        return None
+
     # --- internals ---------------------------------------------------------------------------
 
     async def _acting_seat_of(self, session: BrowserSession) -> Seat:
@@ -457,13 +486,14 @@ class WaitingRoomService:
         )
 
 
-def _entry(participant: Participant) -> QueueEntry:
+def _entry(participant: Participant, recording_consenting: set[str]) -> QueueEntry:
     return QueueEntry(
         participant_id=participant.id,
         display_name=participant.display_name,
         state=participant.state,
         verified=participant.verified_at is not None,
         since=participant.state_since,
+        recording_consent=participant.id in recording_consenting,
     )
 
 

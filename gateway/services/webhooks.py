@@ -53,6 +53,9 @@ _WEBHOOK_OF: dict[EventKind, WebhookType] = {
     EventKind.PARTICIPANT_LEFT: WebhookType.PARTICIPANT_LEFT,
     EventKind.PARTICIPANT_REMOVED: WebhookType.PARTICIPANT_REMOVED,
     EventKind.SESSION_ENDED: WebhookType.SESSION_ENDED,
+    EventKind.RECORDING_STARTED: WebhookType.RECORDING_STARTED,
+    EventKind.RECORDING_STOPPED: WebhookType.RECORDING_STOPPED,
+    EventKind.RECORDING_REFUSED: WebhookType.RECORDING_REFUSED,
 }
 
 #: The audit actor for what the worker does on its own.
@@ -102,18 +105,22 @@ class WebhookDispatcher:
         kind = _WEBHOOK_OF.get(event.kind)
         if kind is None:
             return
-        if kind is not WebhookType.SESSION_ENDED and event.participant_id is None:
+        if kind.value.startswith("participant.") and event.participant_id is None:
             return  # participant webhooks are about one client, named by id
         platform = await self._platform_of(event.appointment_id)
         if platform is None or platform.webhook_url is None:
             return
+        # Recording webhooks name the recording and why, never a participant.
+        recording = kind.value.startswith("recording.")
         delivery = new_delivery(
             platform_id=platform.id,
             kind=kind,
             at=event.at,
             appointment_id=event.appointment_id,
             room_id=event.room_id,
-            participant_id=event.participant_id,
+            participant_id=None if recording else event.participant_id,
+            recording_id=event.extra.get("recording") if recording else None,
+            reason=event.extra.get("reason") if recording else None,
             now=self._clock.now(),
         )
         await self._store.enqueue_webhook(delivery)

@@ -9,11 +9,11 @@ and write back.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from gateway.domain.apikeys import ApiKey
-from gateway.domain.audit import AuditDraft, AuditEntry
+from gateway.domain.audit import AuditAnchor, AuditDraft, AuditEntry
 from gateway.domain.consent import ConsentKind, ConsentRecord
 from gateway.domain.model import (
     Appointment,
@@ -22,6 +22,14 @@ from gateway.domain.model import (
     Participant,
     Platform,
     Room,
+)
+from gateway.domain.recording import ConsentLink, Recording, SealedFile, StopReason
+from gateway.domain.retention import (
+    AppointmentPurge,
+    AuditPrune,
+    Erasure,
+    ExpiredState,
+    ParticipantTombstone,
 )
 from gateway.domain.totp import AttemptGrant
 from gateway.domain.waiting_room import HostPresence, ParticipantState, RoomCondition
@@ -223,3 +231,93 @@ class Store(Protocol):
 
     async def abandon_webhook(self, delivery_id: str, *, claim: str) -> bool:
         """Give up: drop it from the outbox; only under its live claim."""
+
+    # --- recordings -------------------------------------------------------------------------
+    # An appointment has at most one active recording. The process writing it beats
+    # (touch) while it writes; any process may ask it to stop; it finishes it once.
+
+    async def begin_recording(self, recording: Recording) -> bool:
+        """Keep ``recording`` as its appointment's active recording, unless one is active
+        already (then nothing changes). True if it is now the active one."""
+
+    async def touch_recording(self, recording_id: str, *, at: float) -> Recording | None:
+        """The writer is alive: set an active recording's ``heartbeat_at``. The record as
+        it is now (a stop may have been asked); None if there is no such recording."""
+
+    async def claim_recording(self, recording_id: str, *, node: str, at: float) -> Recording | None:
+        """``node`` writes the active recording that no process writes yet (started where
+        its session's media was not): sets ``node`` and ``heartbeat_at``. The record if
+        this call claimed it, else None."""
+
+    async def request_recording_stop(
+        self, recording_id: str, *, reason: StopReason
+    ) -> Recording | None:
+        """Ask the process writing an active recording to stop it: ``stop_reason`` is set
+        once (the first request wins). The record; None if there is no such recording."""
+
+    async def finish_recording(
+        self,
+        recording_id: str,
+        *,
+        stopped_at: float,
+        reason: StopReason,
+        sealed: SealedFile | None,
+        consents: Sequence[ConsentLink],
+    ) -> tuple[bool, Recording | None]:
+        """Stop it for good: the first finish wins (True) and frees the appointment for
+        another recording; later ones change nothing (False). With the record as it is
+        now; None if there is no such recording."""
+
+    async def get_recording(self, recording_id: str) -> Recording | None: ...
+
+    async def active_recording(self, appointment_id: str) -> Recording | None:
+        """The appointment's recording that has not finished, if any."""
+
+    async def list_recordings(self, appointment_id: str) -> list[Recording]:
+        """Every recording of the appointment, oldest first."""
+
+    # --- data lifecycle -------------------------------------------------------------------
+    # Retention and erasure. Each method is one atomic step and safe to repeat, so gateway
+    # processes sweeping one Redis at the same time do no harm; the audit entry of each
+    # step is appended in that same step.
+
+    async def audit_anchor(self) -> AuditAnchor:
+        """Where the audit log starts: seq and hash of the last pruned entry
+        (``NO_ANCHOR`` for a log never pruned)."""
+
+    async def prune_audit(
+        self, *, before: float, limit: int, actor: str, at: float
+    ) -> AuditPrune | None:
+        """Remove the leading entries made before ``before`` (at most ``limit``), set the
+        anchor to the last one removed and append the ``audit.pruned`` entry naming it.
+
+        None when no entry is that old, or when another process pruned meanwhile.
+        """
+
+    async def erase_participant(
+        self, participant_id: str, *, appointment_id: str, record: AuditDraft, at: float
+    ) -> Erasure | None:
+        """Remove everything kept about the participant: the record with the display
+        name, the TOTP secret, used step and attempts, the live-connection count, browser
+        sessions and consent records; leave a tombstone (ids, time, reason); append
+        ``record``. None when the appointment has no such participant (anymore)."""
+
+    async def get_participant_tombstone(self, participant_id: str) -> ParticipantTombstone | None:
+        """What is left of a participant whose data was erased or purged; None otherwise."""
+
+    async def purge_ended_appointments(
+        self, *, ended_before: float, limit: int, actor: str, at: float
+    ) -> list[AppointmentPurge]:
+        """For up to ``limit`` appointments ended before ``ended_before`` and not purged yet,
+        oldest end first: what :meth:`erase_participant` removes, for each participant
+        (leaving tombstones), and the appointment's consents and browser sessions; each
+        appointment with its ``appointment.purged`` entry. The appointment record itself
+        (ids and times) stays, so the audit entries about it keep their owner."""
+
+    async def forget_purged_appointments(self, *, ended_before: float, limit: int) -> int:
+        """Remove what is left of up to ``limit`` purged appointments that ended before
+        ``ended_before``: the appointment record and its participants' tombstones."""
+
+    async def forget_expired(self, *, now: float, limit: int) -> ExpiredState:
+        """Forget up to ``limit`` used link ids and browser sessions that have expired.
+        (RedisStore gives each a TTL when it is written, and has nothing to do here.)"""

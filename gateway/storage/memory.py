@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from gateway.domain.apikeys import ApiKey, revoke
-from gateway.domain.audit import GENESIS_HASH, AuditDraft, AuditEntry, chain
+from gateway.domain.audit import (
+    GENESIS_HASH,
+    NO_ANCHOR,
+    AuditAnchor,
+    AuditDraft,
+    AuditEntry,
+    chain,
+    leading_older_than,
+    pruned_record,
+)
 from gateway.domain.consent import ConsentKind, ConsentRecord, withdraw
 from gateway.domain.ids import new_id
 from gateway.domain.model import (
@@ -22,6 +31,16 @@ from gateway.domain.model import (
     Participant,
     Platform,
     Room,
+)
+from gateway.domain.recording import ConsentLink, Recording, SealedFile, StopReason
+from gateway.domain.retention import (
+    AppointmentPurge,
+    AuditPrune,
+    Erasure,
+    ExpiredState,
+    GoneReason,
+    ParticipantTombstone,
+    appointment_purged_record,
 )
 from gateway.domain.totp import AttemptGrant
 from gateway.domain.waiting_room import HostPresence, ParticipantState, RoomCondition, RoomStatus
@@ -62,6 +81,15 @@ class MemoryStore:
         self._webhook_claims: dict[str, str] = {}
         self._connections: dict[str, int] = {}
         self._rate_windows: dict[str, tuple[int, int]] = {}
+        # Recordings by id, each appointment's in order, and its active one (-> id).
+        self._recordings: dict[str, Recording] = {}
+        self._appointment_recordings: dict[str, list[str]] = {}
+        self._active_recordings: dict[str, str] = {}
+        # Data lifecycle: where the pruned audit log starts, what is left of participants
+        # whose data is gone, and the ended appointments whose data was purged (-> end).
+        self._audit_anchor = NO_ANCHOR
+        self._tombstones: dict[str, ParticipantTombstone] = {}
+        self._purged_appointments: dict[str, float] = {}
 
     async def ping(self) -> None:
         return None
@@ -288,6 +316,11 @@ class MemoryStore:
     # --- audit ---------------------------------------------------------------------------------
 
     async def append_audit(self, draft: AuditDraft, *, at: float) -> AuditEntry:
+        return self._append_audit(draft, at=at)
+
+    def _append_audit(self, draft: AuditDraft, *, at: float) -> AuditEntry:
+        # A pruned log always keeps its newest entry (the audit.pruned one), so the chain
+        # continues from it.
         entry = chain(draft, prev=self._audit[-1] if self._audit else None, at=at)
         self._audit.append(entry)
         return entry
@@ -295,7 +328,8 @@ class MemoryStore:
     async def read_audit(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditEntry]:
         if limit <= 0:
             return []
-        start = max(after_seq, 0)
+        # Entry ``seq`` is at index ``seq - 1 - anchor`` once the log has been pruned.
+        start = max(after_seq - self._audit_anchor.seq, 0)
         return self._audit[start : start + limit]
 
     async def audit_head(self) -> tuple[int, str]:
@@ -400,3 +434,185 @@ class MemoryStore:
         self._webhook_visible.pop(delivery_id, None)
         self._webhook_claims.pop(delivery_id, None)
         return self._webhooks.pop(delivery_id, None) is not None
+
+    # --- recordings -------------------------------------------------------------------------
+
+    async def begin_recording(self, recording: Recording) -> bool:
+        appointment_id = recording.appointment_id
+        if appointment_id in self._active_recordings or recording.id in self._recordings:
+            return False
+        self._recordings[recording.id] = recording
+        self._appointment_recordings.setdefault(appointment_id, []).append(recording.id)
+        self._active_recordings[appointment_id] = recording.id
+        return True
+
+    async def touch_recording(self, recording_id: str, *, at: float) -> Recording | None:
+        recording = self._recordings.get(recording_id)
+        if recording is not None and recording.active:
+            recording = self._recordings[recording_id] = dataclasses.replace(
+                recording, heartbeat_at=at
+            )
+        return recording
+
+    async def claim_recording(self, recording_id: str, *, node: str, at: float) -> Recording | None:
+        recording = self._recordings.get(recording_id)
+        if recording is None or not recording.active or recording.node:
+            return None
+        recording = self._recordings[recording_id] = dataclasses.replace(
+            recording, node=node, heartbeat_at=at
+        )
+        return recording
+
+    async def request_recording_stop(
+        self, recording_id: str, *, reason: StopReason
+    ) -> Recording | None:
+        recording = self._recordings.get(recording_id)
+        if recording is not None and recording.active and recording.stop_reason is None:
+            recording = self._recordings[recording_id] = dataclasses.replace(
+                recording, stop_reason=StopReason(reason)
+            )
+        return recording
+
+    async def finish_recording(
+        self,
+        recording_id: str,
+        *,
+        stopped_at: float,
+        reason: StopReason,
+        sealed: SealedFile | None,
+        consents: Sequence[ConsentLink],
+    ) -> tuple[bool, Recording | None]:
+        recording = self._recordings.get(recording_id)
+        if recording is None or not recording.active:
+            return False, recording
+        recording = self._recordings[recording_id] = recording.finished(
+            at=stopped_at, reason=StopReason(reason), sealed=sealed, consents=consents
+        )
+        if self._active_recordings.get(recording.appointment_id) == recording_id:
+            del self._active_recordings[recording.appointment_id]
+        return True, recording
+
+    async def get_recording(self, recording_id: str) -> Recording | None:
+        return self._recordings.get(recording_id)
+
+    async def active_recording(self, appointment_id: str) -> Recording | None:
+        recording_id = self._active_recordings.get(appointment_id)
+        return None if recording_id is None else self._recordings[recording_id]
+
+    async def list_recordings(self, appointment_id: str) -> list[Recording]:
+        return [self._recordings[r] for r in self._appointment_recordings.get(appointment_id, [])]
+
+    # --- data lifecycle -------------------------------------------------------------------
+
+    async def audit_anchor(self) -> AuditAnchor:
+        return self._audit_anchor
+
+    async def prune_audit(
+        self, *, before: float, limit: int, actor: str, at: float
+    ) -> AuditPrune | None:
+        count = leading_older_than(self._audit[: max(limit, 0)], before)
+        if count == 0:
+            return None
+        last = self._audit[count - 1]
+        # Chained after the newest entry before any is removed: the log is never empty.
+        entry = chain(pruned_record(last, count=count, actor=actor), prev=self._audit[-1], at=at)
+        del self._audit[:count]
+        self._audit_anchor = AuditAnchor(seq=last.seq, hash=last.hash)
+        self._audit.append(entry)
+        return AuditPrune(entries=count, anchor=self._audit_anchor, entry=entry)
+
+    async def erase_participant(
+        self, participant_id: str, *, appointment_id: str, record: AuditDraft, at: float
+    ) -> Erasure | None:
+        participant = self._participants.get(participant_id)
+        if participant is None or participant.appointment_id != appointment_id:
+            return None
+        tombstone = self._forget_participant(participant, at=at, reason=GoneReason.ERASED)
+        doomed = [h for h, s in self._sessions.items() if s.participant_id == participant_id]
+        for session_hash in doomed:
+            del self._sessions[session_hash]
+        records = self._consents.get(appointment_id, [])
+        kept = [r for r in records if r.participant_id != participant_id]
+        if records:
+            self._consents[appointment_id] = kept
+        entry = self._append_audit(record, at=at)
+        return Erasure(
+            tombstone=tombstone,
+            sessions=len(doomed),
+            consents=len(records) - len(kept),
+            entry=entry,
+        )
+
+    def _forget_participant(
+        self, participant: Participant, *, at: float, reason: GoneReason
+    ) -> ParticipantTombstone:
+        participant_id = participant.id
+        del self._participants[participant_id]
+        for table in (self._totp_secrets, self._totp_steps, self._totp_attempts):
+            table.pop(participant_id, None)
+        self._connections.pop(participant_id, None)
+        tombstone = ParticipantTombstone(
+            participant_id=participant_id,
+            appointment_id=participant.appointment_id,
+            at=at,
+            reason=reason,
+        )
+        self._tombstones[participant_id] = tombstone
+        return tombstone
+
+    async def get_participant_tombstone(self, participant_id: str) -> ParticipantTombstone | None:
+        return self._tombstones.get(participant_id)
+
+    async def purge_ended_appointments(
+        self, *, ended_before: float, limit: int, actor: str, at: float
+    ) -> list[AppointmentPurge]:
+        ended = [
+            (a.ended_at, a.id)
+            for a in self._appointments.values()
+            if a.ended_at is not None
+            and a.ended_at < ended_before
+            and a.id not in self._purged_appointments
+        ]
+        due = heapq.nsmallest(max(limit, 0), ended)
+        purged: list[AppointmentPurge] = []
+        for ended_at, appointment_id in due:
+            members = [p for p in self._participants.values() if p.appointment_id == appointment_id]
+            for participant in members:
+                self._forget_participant(participant, at=at, reason=GoneReason.RETENTION)
+            doomed = [h for h, s in self._sessions.items() if s.appointment_id == appointment_id]
+            for session_hash in doomed:
+                del self._sessions[session_hash]
+            self._consents.pop(appointment_id, None)
+            self._purged_appointments[appointment_id] = ended_at
+            entry = self._append_audit(
+                appointment_purged_record(appointment_id, actor=actor), at=at
+            )
+            purged.append(
+                AppointmentPurge(
+                    appointment_id=appointment_id, participants=len(members), entry=entry
+                )
+            )
+        return purged
+
+    async def forget_purged_appointments(self, *, ended_before: float, limit: int) -> int:
+        due = heapq.nsmallest(
+            max(limit, 0),
+            ((at, i) for i, at in self._purged_appointments.items() if at < ended_before),
+        )
+        for _, appointment_id in due:
+            del self._purged_appointments[appointment_id]
+            self._appointments.pop(appointment_id, None)
+            gone = [p for p, t in self._tombstones.items() if t.appointment_id == appointment_id]
+            for participant_id in gone:
+                del self._tombstones[participant_id]
+        return len(due)
+
+    async def forget_expired(self, *, now: float, limit: int) -> ExpiredState:
+        # An expired link is refused by its signature, so its jti need not be kept.
+        jtis = [j for j, expires_at in self._used_jtis.items() if expires_at < now][:limit]
+        for jti in jtis:
+            del self._used_jtis[jti]
+        sessions = [h for h, s in self._sessions.items() if s.expires_at <= now][:limit]
+        for session_hash in sessions:
+            del self._sessions[session_hash]
+        return ExpiredState(links=len(jtis), sessions=len(sessions))

@@ -29,6 +29,7 @@ Keys, all under the prefix (default ``qr:``), as ``<kind>:<id>`` with a colon-fr
 ``consent_withdrawn:<sid>`` hash: record index -> withdrawn_at
 ``consent_live:<sid>``      hash: ``<kind>:<participant id>`` -> live record index
 ``audit:log``               list of JSON entries, entry ``seq`` at index ``seq - 1``
+                            (less the anchor's seq once the retention pruned it)
 ``audit:head``              ``<seq>:<hash>`` of the newest entry
 ``session:<hash>``          hash: participant_id, appointment_id, role, created_at,
                             expires_at, verified; expires at ``expires_at``
@@ -37,10 +38,22 @@ Keys, all under the prefix (default ``qr:``), as ``<kind>:<id>`` with a colon-fr
                             attempts, claim (while leased)
 ``webhooks:due``            sorted set of delivery ids by when each is next visible
                             to claimers (its due time, or a lease's end)
+``audit:anchor``            ``<seq>:<hash>`` of the last entry the retention pruned
+``appointments:ended``      sorted set of ended appointment ids by ``ended_at``, until
+                            the retention purges their participant data
+``appointments:purged``     sorted set of purged appointment ids by ``ended_at``
+``participant_gone:<id>``   hash: participant_id, appointment_id, at, reason: what is
+                            left of an erased or purged participant
+``recording:<id>``          hash: id, appointment_id, room_id, started_at, started_by,
+                            node, heartbeat_at, audio_tracks (JSON); stop_reason (once
+                            asked or stopped); stopped_at, sealed (JSON), consents
+                            (JSON) once stopped
+``apt_recordings:<id>``     list of the appointment's recording ids, oldest first
+``recording_active:<id>``   the id of the appointment's active recording
 ==========================  ==========================================================
 
-Two scripts build key names from the prefix (ending every session of an appointment,
-claiming webhooks),
+Some scripts build key names from the prefix (ending every session of an appointment,
+claiming webhooks, erasing a participant, purging and forgetting appointments),
 so this store needs one Redis primary (Sentinel if wanted), not Redis Cluster; and
 Redis 7 or newer (``PEXPIREAT ... NX`` / ``GT``).
 """
@@ -51,8 +64,8 @@ import asyncio
 import functools
 import json
 import math
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -63,7 +76,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
 from gateway.domain.apikeys import ApiKey, Scope
-from gateway.domain.audit import GENESIS_HASH, AuditDraft, AuditEntry, chain, entry_from_dict
+from gateway.domain.audit import (
+    GENESIS_HASH,
+    AuditAnchor,
+    AuditDraft,
+    AuditEntry,
+    chain,
+    entry_from_dict,
+    leading_older_than,
+    pruned_record,
+)
 from gateway.domain.consent import ConsentKind, ConsentRecord
 from gateway.domain.ids import new_id
 from gateway.domain.model import (
@@ -74,6 +96,16 @@ from gateway.domain.model import (
     Platform,
     Role,
     Room,
+)
+from gateway.domain.recording import ConsentLink, Recording, SealedFile, StopReason
+from gateway.domain.retention import (
+    AppointmentPurge,
+    AuditPrune,
+    Erasure,
+    ExpiredState,
+    GoneReason,
+    ParticipantTombstone,
+    appointment_purged_record,
 )
 from gateway.domain.totp import AttemptGrant
 from gateway.domain.waiting_room import HostPresence, ParticipantState, RoomCondition
@@ -145,10 +177,13 @@ redis.call('HSETNX', KEYS[1], 'revoked_at', ARGV[1])
 return redis.call('HGETALL', KEYS[1])
 """
 
-# KEYS[1] appointment; ARGV[1] ended_at. The first end wins.
+# KEYS[1] appointment, KEYS[2] ended index; ARGV[1] ended_at, ARGV[2] appointment id.
+# The first end wins (and is indexed for the retention).
 _END_APPOINTMENT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-redis.call('HSETNX', KEYS[1], 'ended_at', ARGV[1])
+if redis.call('HSETNX', KEYS[1], 'ended_at', ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+end
 return redis.call('HGETALL', KEYS[1])
 """
 
@@ -244,12 +279,14 @@ redis.call('HSET', KEYS[3], live, ARGV[2])
 return {redis.call('LINDEX', KEYS[1], tonumber(live)), ARGV[2]}
 """
 
-# KEYS[1] head, KEYS[2] log; ARGV[1] expected head ('' when empty), ARGV[2] entry JSON,
-# ARGV[3] entry seq, ARGV[4] new head. -> 1 appended, 0 someone appended first.
+# KEYS[1] head, KEYS[2] log, KEYS[3] anchor; ARGV[1] expected head ('' when empty),
+# ARGV[2] entry JSON, ARGV[3] entry seq, ARGV[4] new head.
+# -> 1 appended, 0 someone appended first.
 _APPEND_AUDIT = """
 local head = redis.call('GET', KEYS[1]) or ''
 if head ~= ARGV[1] then return 0 end
-if redis.call('LLEN', KEYS[2]) ~= tonumber(ARGV[3]) - 1 then
+local anchored = tonumber(string.match(redis.call('GET', KEYS[3]) or '0', '^%d+') or '0')
+if redis.call('LLEN', KEYS[2]) + anchored ~= tonumber(ARGV[3]) - 1 then
   return redis.error_reply('audit log and audit head disagree')
 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
@@ -320,6 +357,243 @@ if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 return 1
+"""
+
+# --- data lifecycle -------------------------------------------------------------------------
+# Retention and erasure change several keys and append their audit entry in one script. The
+# entry is chained in Python (Lua has no SHA-256) after the head it expects; a script that
+# finds another head returns 0 and the caller chains again. Every check comes before the
+# first write: a script is not rolled back by an error reply.
+
+# KEYS[1] log, KEYS[2] anchor; ARGV[1] after seq, ARGV[2] limit. -> entry JSONs.
+_READ_AUDIT = """
+local anchored = tonumber(string.match(redis.call('GET', KEYS[2]) or '0', '^%d+') or '0')
+local start = tonumber(ARGV[1]) - anchored
+if start < 0 then start = 0 end
+return redis.call('LRANGE', KEYS[1], start, start + tonumber(ARGV[2]) - 1)
+"""
+
+# Shared by the scripts below.
+_LIFECYCLE_LUA = """
+-- nil when the entry may be appended; else what the script should return.
+local function audit_ready(head_key, log_key, anchor_key, expected_head, seq)
+  if (redis.call('GET', head_key) or '') ~= expected_head then return 0 end
+  local anchored = tonumber(string.match(redis.call('GET', anchor_key) or '0', '^%d+') or '0')
+  if redis.call('LLEN', log_key) + anchored ~= tonumber(seq) - 1 then
+    return redis.error_reply('audit log and audit head disagree')
+  end
+  return nil
+end
+
+local function audit_push(head_key, log_key, entry, new_head)
+  redis.call('RPUSH', log_key, entry)
+  redis.call('SET', head_key, new_head)
+end
+
+-- A participant's record, TOTP state and connection count; a tombstone in place of the
+-- record. Skips an id whose record belongs to another appointment. -> 1 if a record went.
+local function forget_participant(prefix, pid, apt, at, reason)
+  local key = prefix .. 'participant:' .. pid
+  local owner = redis.call('HGET', key, 'appointment_id')
+  if owner and owner ~= apt then return 0 end
+  redis.call('DEL', key, prefix .. 'totp_secret:' .. pid, prefix .. 'totp_step:' .. pid,
+             prefix .. 'totp_attempts:' .. pid, prefix .. 'connections:' .. pid)
+  if not owner then return 0 end
+  redis.call('HSET', prefix .. 'participant_gone:' .. pid, 'participant_id', pid,
+             'appointment_id', apt, 'at', at, 'reason', reason)
+  return 1
+end
+
+local function push_all(command, key, items)
+  for i = 1, #items, 100 do
+    redis.call(command, key, unpack(items, i, math.min(i + 99, #items)))
+  end
+end
+
+-- Drops one participant's consent records from a session's list, renumbering the live
+-- and withdrawn indexes of the records kept. -> how many were dropped.
+local function drop_consents(prefix, sid, pid)
+  local records_key = prefix .. 'consent_records:' .. sid
+  local live_key = prefix .. 'consent_live:' .. sid
+  local withdrawn_key = prefix .. 'consent_withdrawn:' .. sid
+  local live, withdrawn = {}, {}
+  local flat = redis.call('HGETALL', live_key)
+  for i = 1, #flat, 2 do live[flat[i + 1]] = flat[i] end
+  flat = redis.call('HGETALL', withdrawn_key)
+  for i = 1, #flat, 2 do withdrawn[flat[i]] = flat[i + 1] end
+  local kept, new_live, new_withdrawn, dropped = {}, {}, {}, 0
+  for i, raw in ipairs(redis.call('LRANGE', records_key, 0, -1)) do
+    local old = tostring(i - 1)
+    if cjson.decode(raw)['participant_id'] == pid then
+      dropped = dropped + 1
+    else
+      local new = tostring(#kept)
+      kept[#kept + 1] = raw
+      if live[old] then
+        new_live[#new_live + 1] = live[old]
+        new_live[#new_live + 1] = new
+      end
+      if withdrawn[old] then
+        new_withdrawn[#new_withdrawn + 1] = new
+        new_withdrawn[#new_withdrawn + 1] = withdrawn[old]
+      end
+    end
+  end
+  if dropped == 0 then return 0 end
+  redis.call('DEL', records_key, live_key, withdrawn_key)
+  push_all('RPUSH', records_key, kept)
+  push_all('HSET', live_key, new_live)
+  push_all('HSET', withdrawn_key, new_withdrawn)
+  return dropped
+end
+"""
+
+# KEYS[1] log, KEYS[2] head, KEYS[3] anchor; ARGV[1] expected anchor, ARGV[2] how many
+# entries to remove, ARGV[3] hash of the last one, ARGV[4] new anchor, ARGV[5] expected
+# head, ARGV[6] audit.pruned entry JSON, ARGV[7] its seq, ARGV[8] new head.
+# -> 1 pruned, 0 someone appended first, -1 someone pruned first.
+_PRUNE_AUDIT = (
+    _LIFECYCLE_LUA
+    + """
+if (redis.call('GET', KEYS[3]) or '') ~= ARGV[1] then return -1 end
+local count = tonumber(ARGV[2])
+local last = redis.call('LINDEX', KEYS[1], count - 1)
+if not last or cjson.decode(last)['hash'] ~= ARGV[3] then
+  return redis.error_reply('audit log changed under a prune')
+end
+local ready = audit_ready(KEYS[2], KEYS[1], KEYS[3], ARGV[5], ARGV[7])
+if ready then return ready end
+redis.call('LTRIM', KEYS[1], count, -1)
+redis.call('SET', KEYS[3], ARGV[4])
+audit_push(KEYS[2], KEYS[1], ARGV[6], ARGV[8])
+return 1
+"""
+)
+
+# KEYS[1] audit head, KEYS[2] audit log, KEYS[3] audit anchor; ARGV[1] key prefix,
+# ARGV[2] participant id, ARGV[3] appointment id, ARGV[4] at, ARGV[5] expected head,
+# ARGV[6] entry JSON, ARGV[7] entry seq, ARGV[8] new head.
+# -> false (no such participant in that appointment), 0 (head moved), or
+#    {browser sessions ended, consent records dropped}
+_ERASE_PARTICIPANT = (
+    _LIFECYCLE_LUA
+    + """
+local prefix, pid, apt = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('HGET', prefix .. 'participant:' .. pid, 'appointment_id') ~= apt then
+  return false
+end
+local ready = audit_ready(KEYS[1], KEYS[2], KEYS[3], ARGV[5], ARGV[7])
+if ready then return ready end
+forget_participant(prefix, pid, apt, ARGV[4], 'erased')
+local sessions = 0
+local set = prefix .. 'apt_sessions:' .. apt
+for _, member in ipairs(redis.call('SMEMBERS', set)) do
+  local key = prefix .. 'session:' .. member
+  if redis.call('HGET', key, 'participant_id') == pid then
+    sessions = sessions + redis.call('DEL', key)
+    redis.call('SREM', set, member)
+  end
+end
+local consents = drop_consents(prefix, apt, pid)
+audit_push(KEYS[1], KEYS[2], ARGV[6], ARGV[8])
+return {sessions, consents}
+"""
+)
+
+# KEYS[1] ended index, KEYS[2] purged index, KEYS[3] audit head, KEYS[4] audit log,
+# KEYS[5] audit anchor; ARGV[1] key prefix, ARGV[2] appointment id, ARGV[3] at,
+# ARGV[4] expected head, ARGV[5] entry JSON, ARGV[6] entry seq, ARGV[7] new head.
+# -> false (not waiting to be purged: another process did it), 0 (head moved), or
+#    {participant records removed}
+_PURGE_APPOINTMENT = (
+    _LIFECYCLE_LUA
+    + """
+local prefix, apt = ARGV[1], ARGV[2]
+local ended_at = redis.call('ZSCORE', KEYS[1], apt)
+if not ended_at then return false end
+local ready = audit_ready(KEYS[3], KEYS[4], KEYS[5], ARGV[4], ARGV[6])
+if ready then return ready end
+local participants = 0
+for _, pid in ipairs(redis.call('SMEMBERS', prefix .. 'apt_participants:' .. apt)) do
+  participants = participants + forget_participant(prefix, pid, apt, ARGV[3], 'retention')
+end
+local set = prefix .. 'apt_sessions:' .. apt
+for _, member in ipairs(redis.call('SMEMBERS', set)) do
+  local key = prefix .. 'session:' .. member
+  if redis.call('HGET', key, 'appointment_id') == apt then redis.call('DEL', key) end
+end
+redis.call('DEL', set, prefix .. 'consent_records:' .. apt, prefix .. 'consent_live:' .. apt,
+           prefix .. 'consent_withdrawn:' .. apt)
+redis.call('ZREM', KEYS[1], apt)
+redis.call('ZADD', KEYS[2], ended_at, apt)
+audit_push(KEYS[3], KEYS[4], ARGV[5], ARGV[7])
+return {participants}
+"""
+)
+
+# KEYS[1] purged index; ARGV[1] key prefix, ARGV[2] ended before (exclusive), ARGV[3]
+# limit. -> how many appointments were forgotten.
+_FORGET_PURGED = """
+local prefix = ARGV[1]
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0, ARGV[3])
+for _, apt in ipairs(due) do
+  local members = prefix .. 'apt_participants:' .. apt
+  for _, pid in ipairs(redis.call('SMEMBERS', members)) do
+    local gone = prefix .. 'participant_gone:' .. pid
+    if redis.call('HGET', gone, 'appointment_id') == apt then redis.call('DEL', gone) end
+  end
+  redis.call('DEL', members, prefix .. 'apt:' .. apt)
+  redis.call('ZREM', KEYS[1], apt)
+end
+return #due
+"""
+
+# Recordings. KEYS[1] the appointment's active id, KEYS[2] the record, KEYS[3] the
+# appointment's list; ARGV[1] id, ARGV[2..] field, value, ... -> 1 begun, 0 one is active.
+_BEGIN_RECORDING = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], unpack(ARGV, 2))
+redis.call('RPUSH', KEYS[3], ARGV[1])
+return 1
+"""
+
+# KEYS[1] the record; ARGV[1] field, ARGV[2] value, ARGV[3] 1 to keep a value already set.
+# Changes an active recording only. -> the record after.
+_UPDATE_ACTIVE_RECORDING = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if not redis.call('HGET', KEYS[1], 'stopped_at') then
+  if ARGV[3] == '1' then
+    redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+  else
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  end
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS[1] the record; ARGV[1] node, ARGV[2] at. An active record nobody writes yet only.
+# -> the record once claimed, else false.
+_CLAIM_RECORDING = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if redis.call('HGET', KEYS[1], 'stopped_at') then return false end
+if redis.call('HGET', KEYS[1], 'node') ~= '' then return false end
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'heartbeat_at', ARGV[2])
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS[1] the record; ARGV[1] key prefix, ARGV[2..] field, value, ... (stopped_at first).
+# The first finish wins and frees the appointment. -> {1 finished / 0 already, record}
+_FINISH_RECORDING = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if redis.call('HGET', KEYS[1], 'stopped_at') then
+  return {0, redis.call('HGETALL', KEYS[1])}
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local fields = redis.call('HMGET', KEYS[1], 'id', 'appointment_id')
+local active = ARGV[1] .. 'recording_active:' .. fields[2]
+if redis.call('GET', active) == fields[1] then redis.call('DEL', active) end
+return {1, redis.call('HGETALL', KEYS[1])}
 """
 
 
@@ -562,6 +836,62 @@ def _webhook(f: Mapping[str, str]) -> WebhookDelivery:
     )
 
 
+def _recording_fields(recording: Recording) -> dict[str, str]:
+    """The fields a recording has from its start (the rest come when it stops)."""
+    return {
+        "id": recording.id,
+        "appointment_id": recording.appointment_id,
+        "room_id": recording.room_id,
+        "started_at": _num(recording.started_at),
+        "started_by": recording.started_by,
+        "node": recording.node,
+        "heartbeat_at": _num(recording.heartbeat_at),
+        "audio_tracks": json.dumps(list(recording.audio_tracks)),
+    }
+
+
+def _recording_end_fields(
+    *,
+    stopped_at: float,
+    reason: StopReason,
+    sealed: SealedFile | None,
+    consents: Sequence[ConsentLink],
+) -> dict[str, str]:
+    fields = {
+        "stopped_at": _num(stopped_at),
+        "stop_reason": StopReason(reason).value,
+        "consents": json.dumps(
+            [[c.participant_id, c.text_version, _num(c.given_at)] for c in consents]
+        ),
+    }
+    if sealed is not None:
+        fields["sealed"] = json.dumps([sealed.file_name, sealed.sealed_hash, sealed.key_id])
+    return fields
+
+
+def _recording(f: Mapping[str, str]) -> Recording:
+    sealed = json.loads(f["sealed"]) if "sealed" in f else None
+    return Recording(
+        id=f["id"],
+        appointment_id=f["appointment_id"],
+        room_id=f["room_id"],
+        started_at=float(f["started_at"]),
+        started_by=f["started_by"],
+        node=f["node"],
+        heartbeat_at=float(f["heartbeat_at"]),
+        audio_tracks=tuple(json.loads(f["audio_tracks"])),
+        stop_reason=StopReason(f["stop_reason"]) if "stop_reason" in f else None,
+        stopped_at=float(f["stopped_at"]) if "stopped_at" in f else None,
+        sealed=None
+        if sealed is None
+        else SealedFile(file_name=sealed[0], sealed_hash=sealed[1], key_id=sealed[2]),
+        consents=tuple(
+            ConsentLink(participant_id=p, text_version=v, given_at=float(at))
+            for p, v, at in json.loads(f.get("consents", "[]"))
+        ),
+    )
+
+
 # --- the store ------------------------------------------------------------------------------
 
 
@@ -606,6 +936,15 @@ class RedisStore:
         self._claim_webhooks = client.register_script(_CLAIM_WEBHOOKS)
         self._reschedule_webhook = client.register_script(_RESCHEDULE_WEBHOOK)
         self._abandon_webhook = client.register_script(_ABANDON_WEBHOOK)
+        self._read_audit = client.register_script(_READ_AUDIT)
+        self._prune_audit = client.register_script(_PRUNE_AUDIT)
+        self._erase_participant = client.register_script(_ERASE_PARTICIPANT)
+        self._purge_appointment = client.register_script(_PURGE_APPOINTMENT)
+        self._forget_purged = client.register_script(_FORGET_PURGED)
+        self._begin_recording = client.register_script(_BEGIN_RECORDING)
+        self._update_active_recording = client.register_script(_UPDATE_ACTIVE_RECORDING)
+        self._finish_recording = client.register_script(_FINISH_RECORDING)
+        self._claim_recording = client.register_script(_CLAIM_RECORDING)
 
     @classmethod
     def from_url(
@@ -737,7 +1076,15 @@ class RedisStore:
 
     @_translate_errors
     async def put_appointment(self, appointment: Appointment) -> None:
-        await self._replace_hash(self._key("apt", appointment.id), _appointment_fields(appointment))
+        key = self._key("apt", appointment.id)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping=_encodable(_appointment_fields(appointment)))
+            if appointment.ended_at is not None:
+                # Ended already (a restore, a test): the retention finds it like any other.
+                ended = self._key("appointments", "ended")
+                pipe.zadd(ended, {appointment.id: appointment.ended_at})
+            await pipe.execute()
 
     @_translate_errors
     async def get_appointment(self, appointment_id: str) -> Appointment | None:
@@ -746,7 +1093,10 @@ class RedisStore:
 
     @_translate_errors
     async def end_appointment(self, appointment_id: str, at: float) -> Appointment | None:
-        raw = await self._end_appointment(keys=[self._key("apt", appointment_id)], args=[_num(at)])
+        raw = await self._end_appointment(
+            keys=[self._key("apt", appointment_id), self._key("appointments", "ended")],
+            args=[_num(at), appointment_id],
+        )
         return None if raw is None else _appointment(_fields(raw))
 
     @_translate_errors
@@ -945,7 +1295,11 @@ class RedisStore:
                 prev = None if newest is None else entry_from_dict(json.loads(newest))
                 entry = chain(draft, prev=prev, at=at)
                 appended = await self._append_audit(
-                    keys=[self._key("audit", "head"), self._key("audit", "log")],
+                    keys=[
+                        self._key("audit", "head"),
+                        self._key("audit", "log"),
+                        self._key("audit", "anchor"),
+                    ],
                     args=[
                         "" if prev is None else _head_value(prev.seq, prev.hash),
                         _audit_json(entry),
@@ -961,8 +1315,10 @@ class RedisStore:
     async def read_audit(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditEntry]:
         if limit <= 0:
             return []
-        start = max(after_seq, 0)
-        raws = await self._client.lrange(self._key("audit", "log"), start, start + limit - 1)
+        raws = await self._read_audit(
+            keys=[self._key("audit", "log"), self._key("audit", "anchor")],
+            args=[str(max(int(after_seq), 0)), str(int(limit))],
+        )
         return [entry_from_dict(json.loads(raw)) for raw in raws]
 
     @_translate_errors
@@ -1092,6 +1448,257 @@ class RedisStore:
             args=[claim, delivery_id],
         )
         return bool(done == 1)
+
+    # --- recordings -------------------------------------------------------------------------
+
+    @_translate_errors
+    async def begin_recording(self, recording: Recording) -> bool:
+        args: list[EncodableT] = [recording.id]
+        for name, value in _recording_fields(recording).items():
+            args += [name, value]
+        begun = await self._begin_recording(
+            keys=[
+                self._key("recording_active", recording.appointment_id),
+                self._key("recording", recording.id),
+                self._key("apt_recordings", recording.appointment_id),
+            ],
+            args=args,
+        )
+        return bool(begun == 1)
+
+    async def _update_active(
+        self, recording_id: str, field: str, value: str, *, keep: bool
+    ) -> Recording | None:
+        raw = await self._update_active_recording(
+            keys=[self._key("recording", recording_id)], args=[field, value, "1" if keep else "0"]
+        )
+        return None if raw is None else _recording(_fields(raw))
+
+    @_translate_errors
+    async def touch_recording(self, recording_id: str, *, at: float) -> Recording | None:
+        return await self._update_active(recording_id, "heartbeat_at", _num(at), keep=False)
+
+    @_translate_errors
+    async def claim_recording(self, recording_id: str, *, node: str, at: float) -> Recording | None:
+        raw = await self._claim_recording(
+            keys=[self._key("recording", recording_id)], args=[node, _num(at)]
+        )
+        return None if raw is None else _recording(_fields(raw))
+
+    @_translate_errors
+    async def request_recording_stop(
+        self, recording_id: str, *, reason: StopReason
+    ) -> Recording | None:
+        value = StopReason(reason).value
+        return await self._update_active(recording_id, "stop_reason", value, keep=True)
+
+    @_translate_errors
+    async def finish_recording(
+        self,
+        recording_id: str,
+        *,
+        stopped_at: float,
+        reason: StopReason,
+        sealed: SealedFile | None,
+        consents: Sequence[ConsentLink],
+    ) -> tuple[bool, Recording | None]:
+        args: list[EncodableT] = [self._prefix]
+        fields = _recording_end_fields(
+            stopped_at=stopped_at, reason=reason, sealed=sealed, consents=consents
+        )
+        for name, value in fields.items():
+            args += [name, value]
+        raw = await self._finish_recording(keys=[self._key("recording", recording_id)], args=args)
+        if raw is None:
+            return False, None
+        finished, record = raw
+        return finished == 1, _recording(_fields(record))
+
+    @_translate_errors
+    async def get_recording(self, recording_id: str) -> Recording | None:
+        fields = await self._hash(self._key("recording", recording_id))
+        return None if fields is None else _recording(fields)
+
+    @_translate_errors
+    async def active_recording(self, appointment_id: str) -> Recording | None:
+        recording_id = await self._client.get(self._key("recording_active", appointment_id))
+        if recording_id is None:
+            return None
+        fields = await self._hash(self._key("recording", _text(recording_id)))
+        return None if fields is None else _recording(fields)
+
+    @_translate_errors
+    async def list_recordings(self, appointment_id: str) -> list[Recording]:
+        ids = await self._client.lrange(self._key("apt_recordings", appointment_id), 0, -1)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for recording_id in ids:
+                pipe.hgetall(self._key("recording", _text(recording_id)))
+            raws = await pipe.execute() if ids else []
+        return [_recording(_fields(raw)) for raw in raws if raw]
+
+    # --- data lifecycle -------------------------------------------------------------------
+
+    @_translate_errors
+    async def audit_anchor(self) -> AuditAnchor:
+        raw = await self._client.get(self._key("audit", "anchor"))
+        return AuditAnchor.parse(None if raw is None else _text(raw))
+
+    def _audit_keys(self) -> list[str]:
+        return [self._key("audit", "head"), self._key("audit", "log"), self._key("audit", "anchor")]
+
+    async def _newest_audit(self) -> AuditEntry | None:
+        newest = await self._client.lindex(self._key("audit", "log"), -1)
+        return None if newest is None else entry_from_dict(json.loads(newest))
+
+    @_translate_errors
+    async def prune_audit(
+        self, *, before: float, limit: int, actor: str, at: float
+    ) -> AuditPrune | None:
+        if limit <= 0:
+            return None
+        head, log, anchor_key = self._audit_keys()
+        async with self._audit_lock:
+            for _ in range(_AUDIT_APPEND_TRIES):
+                anchor = await self.audit_anchor()
+                page = await self.read_audit(after_seq=anchor.seq, limit=limit)
+                count = leading_older_than(page, before)
+                if count == 0:
+                    return None
+                last = page[count - 1]
+                newest = await self._newest_audit()
+                entry = chain(pruned_record(last, count=count, actor=actor), prev=newest, at=at)
+                new_anchor = AuditAnchor(seq=last.seq, hash=last.hash)
+                done = await self._prune_audit(
+                    keys=[log, head, anchor_key],
+                    args=[
+                        anchor.value(),
+                        str(count),
+                        last.hash,
+                        new_anchor.value(),
+                        "" if newest is None else _head_value(newest.seq, newest.hash),
+                        _audit_json(entry),
+                        str(entry.seq),
+                        _head_value(entry.seq, entry.hash),
+                    ],
+                )
+                if done == 1:
+                    return AuditPrune(entries=count, anchor=new_anchor, entry=entry)
+                if done == -1:
+                    return None  # another process pruned first; its pass carries on
+        raise StoreError(f"audit prune lost the race {_AUDIT_APPEND_TRIES} times")
+
+    @_translate_errors
+    async def erase_participant(
+        self, participant_id: str, *, appointment_id: str, record: AuditDraft, at: float
+    ) -> Erasure | None:
+        async with self._audit_lock:
+            for _ in range(_AUDIT_APPEND_TRIES):
+                newest = await self._newest_audit()
+                entry = chain(record, prev=newest, at=at)
+                raw = await self._erase_participant(
+                    keys=self._audit_keys(),
+                    args=[
+                        self._prefix,
+                        participant_id,
+                        appointment_id,
+                        _num(at),
+                        "" if newest is None else _head_value(newest.seq, newest.hash),
+                        _audit_json(entry),
+                        str(entry.seq),
+                        _head_value(entry.seq, entry.hash),
+                    ],
+                )
+                if raw is None:
+                    return None
+                if isinstance(raw, list):
+                    sessions, consents = raw
+                    tombstone = ParticipantTombstone(
+                        participant_id=participant_id,
+                        appointment_id=appointment_id,
+                        at=at,
+                        reason=GoneReason.ERASED,
+                    )
+                    return Erasure(
+                        tombstone=tombstone,
+                        sessions=int(sessions),
+                        consents=int(consents),
+                        entry=entry,
+                    )
+        raise StoreError(f"erasure lost the audit race {_AUDIT_APPEND_TRIES} times")
+
+    @_translate_errors
+    async def get_participant_tombstone(self, participant_id: str) -> ParticipantTombstone | None:
+        fields = await self._hash(self._key("participant_gone", participant_id))
+        if fields is None:
+            return None
+        return ParticipantTombstone(
+            participant_id=fields["participant_id"],
+            appointment_id=fields["appointment_id"],
+            at=float(fields["at"]),
+            reason=GoneReason(fields["reason"]),
+        )
+
+    @_translate_errors
+    async def purge_ended_appointments(
+        self, *, ended_before: float, limit: int, actor: str, at: float
+    ) -> list[AppointmentPurge]:
+        if limit <= 0:
+            return []
+        ended = self._key("appointments", "ended")
+        purged_index = self._key("appointments", "purged")
+        due = await self._client.zrangebyscore(
+            ended, "-inf", f"({_num(ended_before)}", start=0, num=int(limit)
+        )
+        purged: list[AppointmentPurge] = []
+        async with self._audit_lock:
+            for member in due:
+                appointment_id = _text(cast(bytes | str, member))
+                for _ in range(_AUDIT_APPEND_TRIES):
+                    newest = await self._newest_audit()
+                    entry = chain(
+                        appointment_purged_record(appointment_id, actor=actor), prev=newest, at=at
+                    )
+                    raw = await self._purge_appointment(
+                        keys=[ended, purged_index, *self._audit_keys()],
+                        args=[
+                            self._prefix,
+                            appointment_id,
+                            _num(at),
+                            "" if newest is None else _head_value(newest.seq, newest.hash),
+                            _audit_json(entry),
+                            str(entry.seq),
+                            _head_value(entry.seq, entry.hash),
+                        ],
+                    )
+                    if raw is None:
+                        break  # another process purged it
+                    if isinstance(raw, list):
+                        purged.append(
+                            AppointmentPurge(
+                                appointment_id=appointment_id,
+                                participants=int(raw[0]),
+                                entry=entry,
+                            )
+                        )
+                        break
+                else:
+                    raise StoreError(f"purge lost the audit race {_AUDIT_APPEND_TRIES} times")
+        return purged
+
+    @_translate_errors
+    async def forget_purged_appointments(self, *, ended_before: float, limit: int) -> int:
+        if limit <= 0:
+            return 0
+        forgotten = await self._forget_purged(
+            keys=[self._key("appointments", "purged")],
+            args=[self._prefix, _num(ended_before), str(int(limit))],
+        )
+        return int(forgotten)
+
+    async def forget_expired(self, *, now: float, limit: int) -> ExpiredState:
+        # Used link ids and browser sessions are written with a TTL (see consume_link and
+        # create_session): Redis forgets them by itself.
+        return ExpiredState()
 
 
 def _connect(url: str, *, max_connections: int = 64, timeout: float = 5.0) -> Redis:

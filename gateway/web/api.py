@@ -291,6 +291,23 @@ async def participant_records(request: web.Request) -> web.Response:
     )
 
 
+@api_routes.delete(f"{API_PREFIX}/participants/{{participant_id}}")
+async def erase_participant(request: web.Request) -> web.Response:
+    key = await _authorized(request, Scope.RECORDS_ERASE)
+    require_empty(await read_json_object(request))
+    tombstone = await _services(request).erasure.erase(
+        key.platform_id, request.match_info["participant_id"], actor=key.id
+    )
+    return _json(
+        {
+            "id": tombstone.participant_id,
+            "appointment_id": tombstone.appointment_id,
+            "erased_at": _time(tombstone.at),
+            "reason": tombstone.reason.value,
+        }
+    )
+
+
 # --- audit --------------------------------------------------------------------------------------
 
 
@@ -318,7 +335,12 @@ async def verify_audit(request: web.Request) -> web.Response:
     await _authorized(request, Scope.AUDIT_READ)
     report = await _services(request).audit.verify()
     return _json(
-        {"entries": report.entries, "head_seq": report.head_seq, "head_hash": report.head_hash}
+        {
+            "entries": report.entries,
+            "head_seq": report.head_seq,
+            "head_hash": report.head_hash,
+            "pruned_through_seq": report.pruned_through,
+        }
     )
 
 

@@ -19,6 +19,7 @@ from gateway.web.lifecycle import Lifecycle
 from gateway.web.media import media_ctx
 from gateway.web.middleware import error_middleware, security_headers
 from gateway.web.ops import draining_middleware, metrics_ctx, ops_routes
+from gateway.web.retention import retention_ctx
 from gateway.web.routes import routes
 from gateway.web.static import static_routes
 from gateway.web.webhooks import webhooks_ctx
@@ -76,6 +77,7 @@ def create_app(
     app.cleanup_ctx.append(services_ctx)
     app.cleanup_ctx.append(metrics_ctx)
     app.cleanup_ctx.append(webhooks_ctx(webhooks))
+    app.cleanup_ctx.append(retention_ctx)
     app.cleanup_ctx.append(media_ctx)
     # Closers (telling browsers, sealing recordings) run before connections close.
     app.on_shutdown.append(lambda _: lifecycle.drain())

@@ -1,4 +1,4 @@
-"""The process's media rooms, owned by the application."""
+"""The process's media rooms and recorders, owned by the application."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from aiohttp import web
 from redis.asyncio import ConnectionPool, Redis
 
 from gateway.media.ice_policy import MediaNetwork
+from gateway.media.recorder import MediaRecorders
 from gateway.media.rooms import ForwardedTotals, MediaRooms
 from gateway.media.routing import LocalRouter, RedisRouter
+from gateway.media.sealed import RecordingKeyring
 from gateway.media.tracks import MediaKind
 from gateway.metrics import GatewayMetrics
 from gateway.storage.redis import RedisStore
-from gateway.web.keys import MEDIA, MEDIA_ROUTER, METRICS, SERVICES, SETTINGS
+from gateway.web.keys import LIFECYCLE, MEDIA, MEDIA_ROUTER, METRICS, SERVICES, SETTINGS
 
 __all__ = ["media_ctx"]
 
@@ -26,6 +28,9 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
     forward at every scrape, and close every peer when the application stops.
 
     With Redis this process is one media node among several (:mod:`gateway.media.routing`).
+    With recording keys set it records too (:mod:`gateway.media.recorder`): open
+    recordings are sealed when the process drains (a lifecycle closer), before its media
+    closes.
     """
     services = app[SERVICES]
 
@@ -44,6 +49,7 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
             packets.inc(totals.packets[kind] - seen.packets[kind])
             octets.inc(totals.octets[kind] - seen.octets[kind])
         seen.packets, seen.octets = totals.packets, totals.octets
+        metrics.recordings_open.set(0 if recorders is None else recorders.open_count)
 
     store = services.store
     router: LocalRouter | RedisRouter
@@ -60,11 +66,28 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
     else:
         router = LocalRouter(rooms)
     app[MEDIA_ROUTER] = router
+    settings = app[SETTINGS]
+    recordings = services.recordings
+    recorders: MediaRecorders | None = None
+    if settings.recording_keys:
+        recorders = MediaRecorders(
+            rooms=rooms,
+            keyring=RecordingKeyring.from_settings(settings),
+            directory=settings.recording_dir,
+            # With Redis another process may carry a session's media.
+            exclusive=not isinstance(store, RedisStore),
+        )
+        await recordings.attach(recorders)
+        app[LIFECYCLE].add_closer(recordings.stop_all)
     app[METRICS].add_sampler(sample)
     try:
         yield
     finally:
         app[METRICS].remove_sampler(sample)
+        if recorders is not None:
+            app[LIFECYCLE].remove_closer(recordings.stop_all)
+            await recordings.detach()
+            await recorders.close()
         if isinstance(router, RedisRouter):
             await router.stop()
         await rooms.close()

@@ -119,6 +119,7 @@ async def test_the_scheme_is_case_insensitive(client: TestClient, tenant: Tenant
         ("POST", "/participants/ptc_AAAAAAAAAAAAAAAAAAAAAA/links", Scope.LINKS_WRITE),
         ("POST", "/participants/ptc_AAAAAAAAAAAAAAAAAAAAAA/totp", Scope.TOTP_WRITE),
         ("GET", "/participants/ptc_AAAAAAAAAAAAAAAAAAAAAA/records", Scope.RECORDS_READ),
+        ("DELETE", "/participants/ptc_AAAAAAAAAAAAAAAAAAAAAA", Scope.RECORDS_ERASE),
         ("GET", "/audit", Scope.AUDIT_READ),
         ("GET", "/audit/verify", Scope.AUDIT_READ),
     ],

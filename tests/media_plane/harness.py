@@ -27,7 +27,7 @@ from aiortc import (
 )
 
 from gateway.media import _aiortc
-from gateway.media.codecs import VideoCodec
+from gateway.media.codecs import VideoCodec, video_preferences
 from gateway.media.forwarder import RoomForwarder
 from gateway.media.ice_policy import MediaNetwork
 from gateway.media.peer import GatewayPeer
@@ -215,9 +215,13 @@ class Caller:
     """One side of a call signalled over a gateway socket, as the browser pages do: an
     aiortc peer that sends clips and decodes what comes."""
 
-    def __init__(self, sock: SocketClient, video: Clip, audio: Clip) -> None:
+    def __init__(
+        self, sock: SocketClient, video: Clip, audio: Clip, *, video_codec: VideoCodec | None = None
+    ) -> None:
         self.sock = sock
         self._clips = (video, audio)
+        #: Offer only this video codec (the clip's), as a Safari would offer H.264.
+        self._video_codec = video_codec
         self.pc: RTCPeerConnection | None = None
         self.received: dict[str, FrameCounter] = {}
 
@@ -246,6 +250,8 @@ class Caller:
             PacedClipTrack(self._clips[1], kind="audio"), direction="sendrecv"
         )
         video = pc.addTransceiver(video_track, direction="sendrecv")
+        if self._video_codec is not None:
+            video.setCodecPreferences(video_preferences([self._video_codec]))
         _aiortc.on_keyframe_request(video.sender, video_track.request_keyframe)
         _aiortc.restrict_gathering(pc, [LOOPBACK])
         await pc.setLocalDescription(await pc.createOffer())

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.domain.audit import AuditEntry
 from gateway.errors import StoreUnavailable
-from gateway.metrics import AuthFailure, GatewayMetrics, MediaKind
+from gateway.metrics import AuthFailure, GatewayMetrics, MediaKind, RetentionKind
 from gateway.services.events import Event, EventKind
 from gateway.storage import MemoryStore, SecretBox
 from gateway.web.keys import LIFECYCLE
@@ -261,6 +261,7 @@ async def test_a_real_flow_is_counted_without_ids_or_names_in_any_label() -> Non
         label_values = {label_value for _, labels in samples(text) for _, label_value in labels}
         allowed = {*(kind.value for kind in AuthFailure), *(kind.value for kind in MediaKind)}
         allowed |= {"failed", "abandoned", "started", "stopped", "refused"}
+        allowed |= {kind.value for kind in RetentionKind}
         assert label_values <= allowed
         assert not re.search(r"\b[a-z]{2,4}_[A-Za-z0-9_-]{22}\b", text)
         for open_socket in (sock, other_sock, third_sock, console):

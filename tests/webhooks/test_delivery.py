@@ -366,7 +366,7 @@ async def test_only_the_documented_events_are_sent(
         await services.events.publish(event(world, kind, clock))
     # A participant event that names nobody (the host's own) is not sent either.
     await services.events.publish(event(world, EventKind.PARTICIPANT_LEFT, clock, client=False))
-    await settle(gateway, receiver, 6)
+    await settle(gateway, receiver, 9)
     await asyncio.sleep(0.1)
     types = sorted(json.loads(p.body)["type"] for p in receiver.received)
     assert types == sorted(
@@ -377,6 +377,9 @@ async def test_only_the_documented_events_are_sent(
             "participant.left",
             "participant.removed",
             "session.ended",
+            "recording.started",
+            "recording.stopped",
+            "recording.refused",
         ]
     )
 
