@@ -52,16 +52,35 @@ async def _redeem(request: web.Request, purpose: LinkPurpose, landing: str) -> w
     redemption = await services.links.redeem(purpose, request.match_info["token"])
     # 303 to a URL without the token; no-referrer keeps it out of the next request.
     response = web.Response(status=303, headers={"Location": landing, "Cache-Control": "no-store"})
+    max_age = int(redemption.session.expires_at - redemption.session.created_at)
+    if settings.secure_cookies and _in_cross_site_frame(request):
+        # In a platform's frame the cookie is third-party: SameSite=None, kept in the
+        # platform's partition only (CHIPS; docs/decisions/0005). Written by hand:
+        # Python's cookies know no Partitioned attribute before 3.14.
+        response.headers.add(
+            "Set-Cookie",
+            f"{cookie_name(settings)}={redemption.session_token}; Max-Age={max_age}; "
+            "Path=/; Secure; HttpOnly; SameSite=None; Partitioned",
+        )
+        return response
     response.set_cookie(
         cookie_name(settings),
         redemption.session_token,
-        max_age=int(redemption.session.expires_at - redemption.session.created_at),
+        max_age=max_age,
         path="/",
         secure=settings.secure_cookies,
         httponly=True,
         samesite="Lax",
     )
     return response
+
+
+def _in_cross_site_frame(request: web.Request) -> bool:
+    """Whether the browser loads this in a frame of another site (Fetch Metadata)."""
+    return (
+        request.headers.get("Sec-Fetch-Dest") == "iframe"
+        and request.headers.get("Sec-Fetch-Site") == "cross-site"
+    )
 
 
 async def current_session(request: web.Request) -> tuple[str, BrowserSession] | None:

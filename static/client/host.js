@@ -1,9 +1,12 @@
-// The host's console (/host after signing in): the waiting room live, and what the host
-// does with it. One socket to the /host namespace (docs/SIGNALING.md): `queue` once per
-// connection, then one `participant` row per change.
+// The host's console (/host after signing in): the waiting room live, what the host does
+// with it, the call with the admitted clients, and recording. One socket to the /host
+// namespace (docs/SIGNALING.md): `queue` once per connection, then one `participant` row
+// per change.
 import { call, connect, refusalCode, resetRetry, retryIfPassing } from "./lib/signal.js";
 import { announce, ask, byId, waitedFor } from "./lib/ui.js";
 import { KnockAlerts } from "./lib/alerts.js";
+import { RecordingConsent } from "./lib/consent.js";
+import { startCall } from "./call.js";
 
 const TICK_MS = 15000;
 const LISTS = {
@@ -13,6 +16,8 @@ const LISTS = {
   in_session: "session",
 };
 const BASE_TITLE = document.title;
+/** The most other people one offer can receive (the gateway takes 16 media sections). */
+const MAX_SLOTS = 7;
 
 /** participant_id -> {row: the data from the gateway, element: its <li>} */
 const people = new Map();
@@ -23,10 +28,15 @@ let locked = false;
 let ended = false;
 let everConnected = false;
 const retry = {};
+/** The call with the people in session: null until someone is admitted. */
+let hostCall = null;
+const recording = { active: false, allowed: false };
+let consent = null;
 
 function start() {
   wireControls();
   socket = connect("/host");
+  consent = new RecordingConsent(socket, { onChange: renderRecording, onError: recordProblem });
   socket.on("connect", onConnect);
   socket.on("disconnect", onDisconnect);
   socket.on("connect_error", onConnectError);
@@ -37,6 +47,9 @@ function start() {
   socket.on("restarting", ({ retry_after: seconds }) => {
     retry.retryAfter = Number(seconds) || 2;
   });
+  socket.on("media.restart", () => hostCall?.restartMedia?.());
+  socket.on("recording", ({ active }) => setRecordingActive(active));
+  socket.on("recording.asked", (question) => consent.asked(question || {}));
   window.setInterval(refreshTimes, TICK_MS);
 }
 
@@ -45,6 +58,7 @@ function start() {
 async function onConnect() {
   banner.hidden = true;
   resetRetry(retry);
+  hostCall?.setReconnecting?.(false);
   const first = !everConnected;
   everConnected = true;
   const answer = await call(socket, "queue");
@@ -63,6 +77,10 @@ async function onConnect() {
     }
   }
   setLocked(Boolean(answer.locked));
+  if (answer.recording) {
+    recording.allowed = Boolean(answer.recording.allowed);
+    setRecordingActive(answer.recording.active);
+  }
   render();
   return undefined;
 }
@@ -76,6 +94,7 @@ function onDisconnect(reason) {
   }
   banner.hidden = false;
   byId("room-state").textContent = "Reconnecting…";
+  hostCall?.setReconnecting?.(true);
 }
 
 function onConnectError(error) {
@@ -148,6 +167,10 @@ function fill(element, row) {
   badge.textContent = row.verified ? "Verified" : "Not verified";
   badge.classList.toggle("verified", row.verified);
   element.querySelector(".since").textContent = sinceText(row);
+  const agreed = element.querySelector(".consent-badge");
+  agreed.hidden = LISTS[row.state] !== "session" || typeof row.recording_consent !== "boolean";
+  agreed.textContent = row.recording_consent ? "Agreed to recording" : "Not agreed to recording";
+  agreed.classList.toggle("agreed", row.recording_consent === true);
   const actions = element.querySelector(".row-actions");
   const wanted = actionsFor(row.state);
   if (actions.dataset.state !== row.state) {
@@ -226,6 +249,164 @@ function render() {
   byId("admit-all").disabled = groups.waiting.length === 0 || ended;
   const waiting = groups.waiting.length;
   document.title = waiting > 0 ? `(${waiting}) ${BASE_TITLE}` : BASE_TITLE;
+  syncCall(groups.session.length);
+  renderRecording();
+}
+
+function inSession() {
+  let count = 0;
+  for (const person of people.values()) {
+    if (LISTS[person.row.state] === "session") {
+      count += 1;
+    }
+  }
+  return count;
+}
+
+// --- the call ---------------------------------------------------------------------------
+
+/** The call starts with the first admission and receives everyone in session. */
+async function syncCall(count) {
+  if (ended || count === 0 || !socket.connected) {
+    return;
+  }
+  const slots = Math.min(MAX_SLOTS, count);
+  if (hostCall) {
+    hostCall.setSlots?.(slots);
+    return;
+  }
+  hostCall = {}; // taken: a second render must not start a second call
+  const started = await startCall(socket, {
+    show() {
+      const view = byId("host-call");
+      view.hidden = false;
+      // On a phone the call starts out of sight, above the list where "Admit" was.
+      view.scrollIntoView({ block: "start" });
+    },
+    confirmLeave: () =>
+      confirmAction(
+        "End the session for everyone?",
+        "Everyone leaves, and every link for this session stops working.",
+        "End the session",
+      ),
+    async onLeave() {
+      // The call stopped; if the session did not end after all, a new call starts.
+      hostCall = null;
+      await endNow();
+      syncCall(inSession());
+    },
+    waiting: "Waiting for your client's video…",
+    slots,
+  });
+  if (ended) {
+    started.stop();
+    return;
+  }
+  hostCall = started;
+  hostCall.setRecording(recording.active);
+  hostCall.setSlots(Math.min(MAX_SLOTS, inSession()));
+}
+
+// --- recording --------------------------------------------------------------------------
+
+function setRecordingActive(active) {
+  recording.active = Boolean(active);
+  hostCall?.setRecording?.(recording.active);
+  renderRecording();
+}
+
+function renderRecording() {
+  const button = byId("record");
+  const askButton = byId("record-ask");
+  const someone = inSession() > 0;
+  button.textContent = recording.active ? "Stop recording" : "Start recording";
+  button.className = recording.active ? "danger" : "secondary";
+  button.disabled = ended || !recording.allowed || (!recording.active && !someone);
+  askButton.disabled = ended || !recording.allowed || !someone || recording.active;
+  let note = "Nothing is recorded unless everyone in the session agrees.";
+  if (!recording.allowed) {
+    note = "Recording isn't available for this room.";
+  } else if (recording.active) {
+    note = "Recording now. Everyone in the session sees that it is.";
+  } else if (!someone) {
+    note = "Recording can start once someone is in the session. " + note;
+  }
+  byId("record-note").textContent = note;
+  const mine = byId("record-consent");
+  mine.hidden = !consent || (!consent.given && !consent.canAgree);
+  if (consent) {
+    mine.textContent = consent.given ? "Withdraw my consent" : "Agree to recording";
+  }
+}
+
+async function toggleRecording() {
+  recordProblem("");
+  if (recording.active) {
+    const answer = await call(socket, "recording.stop");
+    if (!answer.ok) {
+      recordProblem(answer.error.message);
+      return;
+    }
+    setRecordingActive(false);
+    return;
+  }
+  const answer = await call(socket, "recording.start");
+  if (answer.ok) {
+    setRecordingActive(true);
+    return;
+  }
+  if (answer.error.code === "consent_missing") {
+    const lacking = Array.isArray(answer.error.lacking) ? answer.error.lacking : [];
+    recordProblem(
+      lacking.length > 0
+        ? `Recording didn't start: ${whoHasNotAgreed(lacking)} Use “Ask for consent” to ask.`
+        : answer.error.message,
+    );
+    return;
+  }
+  recordProblem(answer.error.message);
+}
+
+async function askForConsent() {
+  recordProblem("");
+  const answer = await call(socket, "recording.ask");
+  if (!answer.ok) {
+    recordProblem(answer.error.message);
+    return;
+  }
+  const lacking = Array.isArray(answer.lacking) ? answer.lacking : [];
+  const others = lacking.filter((id) => people.has(id));
+  if (lacking.length === 0) {
+    announce("Everyone has agreed. You can start recording.");
+    byId("record-note").textContent = "Everyone has agreed. You can start recording.";
+  } else if (others.length > 0) {
+    const text = `Asked ${namesOf(others)}. They see the consent text now.`;
+    announce(text);
+    byId("record-note").textContent = text;
+  }
+}
+
+/** "Ana Client hasn't agreed to recording yet." for the ids the gateway named. */
+function whoHasNotAgreed(ids) {
+  const others = ids.filter((id) => people.has(id));
+  const you = others.length < ids.length; // the host's own id is not among the rows
+  if (others.length === 0) {
+    return "you haven't agreed to recording yet.";
+  }
+  const names = namesOf(others) + (you ? " and you" : "");
+  return `${names} ${others.length === 1 && !you ? "hasn't" : "haven't"} agreed to recording yet.`;
+}
+
+function namesOf(ids) {
+  const names = ids.map(nameOf);
+  if (names.length <= 1) {
+    return names.join("");
+  }
+  return `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}`;
+}
+
+function recordProblem(message) {
+  byId("record-problem").textContent = message;
 }
 
 function nameOf(id) {
@@ -320,9 +501,12 @@ async function endSession() {
     "Everyone leaves, and every link for this session stops working.",
     "End the session",
   );
-  if (!yes) {
-    return;
+  if (yes) {
+    await endNow();
   }
+}
+
+async function endNow() {
   const answer = await call(socket, "end");
   if (!answer.ok && !ended) {
     notify(answer.error.message);
@@ -336,6 +520,10 @@ function showEnded(title, text) {
     return;
   }
   ended = true;
+  hostCall?.stop?.();
+  for (const dialog of document.querySelectorAll("dialog[open]")) {
+    dialog.close();
+  }
   socket.disconnect();
   banner.hidden = true;
   byId("console-live").hidden = true;
@@ -461,6 +649,15 @@ function wireControls() {
     );
   });
   byId("admit-all").addEventListener("click", admitAll);
+  byId("record").addEventListener("click", toggleRecording);
+  byId("record-ask").addEventListener("click", askForConsent);
+  byId("record-consent").addEventListener("click", () => {
+    if (consent.given) {
+      consent.record(false);
+    } else {
+      consent.prompt();
+    }
+  });
   byId("lock").addEventListener("click", toggleLock);
   byId("end-session").addEventListener("click", endSession);
   byId("message-text").addEventListener("input", countLeft);

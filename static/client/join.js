@@ -12,12 +12,17 @@ import {
   watchLevel,
 } from "./lib/devices.js";
 import { embedBridge } from "./lib/embed.js";
+import { RecordingConsent } from "./lib/consent.js";
 import { startCall } from "./call.js";
 
 const root = byId("client-app");
 const digits = Number(root.dataset.totpDigits) || 6;
 const tell = embedBridge((root.dataset.embedders || "").split(" ").filter(Boolean));
 const banner = byId("connection-banner");
+
+/** Other people a client can see and hear: the therapist, and up to three more clients
+ * (couples and family sessions). The slots are fixed by the offer (docs/SIGNALING.md). */
+const CALL_SLOTS = 4;
 
 /** Screens before the waiting room: a reconnect does not pull the person out of them. */
 const PREPARING = new Set(["screen-welcome", "screen-check", "screen-identity", "screen-consent"]);
@@ -55,6 +60,8 @@ let activeCall = null;
 let finished = false;
 let checked = remembered("checked");
 let everConnected = false;
+let recordingActive = false;
+let consent = null;
 const retry = {};
 
 // --- the socket -------------------------------------------------------------------------
@@ -65,6 +72,7 @@ function start() {
   }
   wireScreens();
   socket = connect("/client");
+  consent = new RecordingConsent(socket, { onChange: showConsentBar, onError: callProblem });
   socket.on("connect", onConnect);
   socket.on("disconnect", onDisconnect);
   socket.on("connect_error", onConnectError);
@@ -77,6 +85,9 @@ function start() {
     // The gateway restarts; the connection drops and comes back by itself.
     retry.retryAfter = Number(seconds) || 2;
   });
+  socket.on("media.restart", () => activeCall?.restartMedia?.());
+  socket.on("recording", ({ active }) => setRecording(active));
+  socket.on("recording.asked", (question) => consent.asked(question || {}));
   socket.on("message", ({ text }) => showMessage(text));
   socket.on("host", ({ present }) => setHostPresent(present));
   socket.on("room", ({ locked }) => {
@@ -96,8 +107,14 @@ async function onConnect() {
   if (!status.ok) {
     return problem(status.error.message);
   }
+  // Join-time marks (bench/join.py reads them; they never leave the page).
+  mark("ready");
   if (status.state === "denied" || status.state === "removed") {
     return finish(status.state);
+  }
+  if (status.recording) {
+    consent.known({ given: status.recording.consent_given, version: status.recording.version });
+    setRecording(status.recording.active);
   }
   if (status.state === "admitted" || status.state === "in_session") {
     return enterCall();
@@ -340,6 +357,7 @@ async function submitCode(event) {
   button.disabled = false;
   if (answer.ok) {
     input.removeAttribute("aria-invalid");
+    mark("verified");
     announce("Thank you. That's confirmed.");
     advance();
     return;
@@ -448,9 +466,11 @@ async function enterCall() {
   }
   activeCall = {}; // taken: a second "admitted" must not start a second call
   stopPreview();
+  mark("admitted");
   tell("admitted");
   activeCall = await startCall(socket, {
     tell,
+    slots: CALL_SLOTS,
     onLeave: async () => {
       await call(socket, "leave");
       finish("left");
@@ -458,6 +478,30 @@ async function enterCall() {
   });
   // The connection may have dropped while the call was starting.
   activeCall.setReconnecting(!socket.connected && !finished);
+  activeCall.setRecording(recordingActive);
+}
+
+// Recording ------------------------------------------------------------------------------
+
+function setRecording(active) {
+  recordingActive = Boolean(active);
+  activeCall?.setRecording?.(recordingActive);
+}
+
+/** Under the call: the person's consent to recording, and the way to change it. */
+function showConsentBar(state) {
+  const bar = byId("call-consent");
+  const change = byId("call-consent-change");
+  bar.hidden = !state.given && !state.canAgree;
+  byId("call-consent-text").textContent = state.given
+    ? "You agreed to recording."
+    : "You haven't agreed to recording.";
+  change.textContent = state.given ? "Withdraw consent" : "Agree to recording";
+}
+
+function callProblem(message) {
+  announce(message);
+  byId("call-consent-text").textContent = message;
 }
 
 function finish(reason) {
@@ -467,6 +511,9 @@ function finish(reason) {
   finished = true;
   const ending = ENDINGS[reason] || ENDINGS.ended;
   activeCall?.stop?.();
+  for (const dialog of document.querySelectorAll("dialog[open]")) {
+    dialog.close();
+  }
   stopPreview();
   banner.hidden = true;
   byId("end-title").textContent = ending.title;
@@ -482,6 +529,13 @@ function finish(reason) {
 function problem(message) {
   byId("problem-text").textContent = message;
   showScreen("screen-problem");
+}
+
+/** A User Timing mark, "quietroom:<name>", once per page. */
+function mark(name) {
+  if (performance.getEntriesByName(`quietroom:${name}`).length === 0) {
+    performance.mark(`quietroom:${name}`);
+  }
 }
 
 /** Small flags for this tab only (a reload skips the device check); never PHI. */
@@ -527,6 +581,13 @@ function wireScreens() {
     const choice = await ask(byId("leave-dialog"), "Leave the waiting room?", "leave");
     if (choice === "leave") {
       leaveWaiting();
+    }
+  });
+  byId("call-consent-change").addEventListener("click", () => {
+    if (consent.given) {
+      consent.record(false);
+    } else {
+      consent.prompt();
     }
   });
   byId("end-back").addEventListener("click", () => window.location.reload());

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyotp
 import pytest
@@ -14,19 +15,57 @@ from tests.factories import Seeded
 from tests.gateway_harness import RunningGateway
 
 __all__ = [
+    "LOOPBACK_MEDIA",
     "PHONE",
     "SCREENSHOTS",
     "WIDE",
     "Tab",
     "bounded",
+    "call_bounded",
     "client_to_waiting",
     "host_console",
     "new_tab",
     "totp_now",
+    "video_frames_decoded",
 ]
 
 #: Every browser test ends within this many seconds (the run stays fast and bounded).
 bounded = pytest.mark.timeout(20)
+#: Tests with real calls: two Chromiums encoding and decoding video on a shared machine.
+call_bounded = pytest.mark.timeout(90)
+
+#: Test-only: every RTCPeerConnection a page makes, kept in ``window.__peers`` so a test
+#: can read its statistics. Installed by the test (an init script), never by the page.
+WATCH_PEERS = """
+(() => {
+  const Real = window.RTCPeerConnection;
+  if (!Real || Real.__watched) { return; }
+  window.__peers = [];
+  class Watched extends Real {
+    constructor(...args) { super(...args); window.__peers.push(this); }
+  }
+  Watched.__watched = true;
+  window.RTCPeerConnection = Watched;
+})();
+"""
+
+#: The video frames decoded so far by the page's newest open peer connection.
+_FRAMES_DECODED = """
+async () => {
+  const open = (window.__peers || []).filter((pc) => pc.connectionState !== "closed");
+  const pc = open[open.length - 1];
+  if (!pc) { return -1; }
+  let frames = 0;
+  (await pc.getStats()).forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "video") { frames += s.framesDecoded || 0; }
+  });
+  return frames;
+}
+"""
+
+#: Gateway settings for media on loopback: the browser tests run in a network namespace
+#: with only ``lo`` (CI), and Chromium connects there (--allow-loopback-in-peer-connection).
+LOOPBACK_MEDIA: dict[str, Any] = {"media_addresses": ["127.0.0.1"], "media_allow_loopback": True}
 
 PHONE = {"width": 360, "height": 740}
 WIDE = {"width": 1280, "height": 800}
@@ -58,9 +97,16 @@ async def new_tab(browser: Browser, *, viewport: dict[str, int] | None = None) -
         if message.type == "error":
             tab.errors.append(f"console: {message.text} ({message.location.get('url')})")
 
+    await context.add_init_script(WATCH_PEERS)
     page.on("console", on_console)
     page.on("pageerror", lambda error: tab.errors.append(f"pageerror: {error}"))
     return tab
+
+
+async def video_frames_decoded(page: Page) -> int:
+    """Video frames the page's open peer connection has decoded (-1: no open one)."""
+    frames: int = await page.evaluate(_FRAMES_DECODED)
+    return frames
 
 
 async def totp_now(gateway: RunningGateway, participant_id: str) -> str:

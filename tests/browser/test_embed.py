@@ -1,11 +1,12 @@
 """A platform's page on another origin embeds the gateway with the SDK and hears what
-happens in the session: waiting, admitted, ended; nothing from anyone else."""
+happens in the session: waiting, admitted, recording, ended; nothing from anyone else."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,7 +15,9 @@ from aiohttp import web
 from playwright.async_api import Browser, Page, expect
 
 from gateway.domain.model import RoomPolicy
-from tests.browser.kit import bounded, new_tab
+from gateway.domain.recording import RECORDING_CONSENT
+from gateway.settings import new_recording_key
+from tests.browser.kit import LOOPBACK_MEDIA, bounded, call_bounded, new_tab
 from tests.fixtures.servers import free_port
 from tests.gateway_harness import eventually, running_gateway
 
@@ -68,14 +71,25 @@ async def received(page: Page) -> list[dict[str, Any]]:
     return events
 
 
-async def test_the_embed_sdk_hears_waiting_admitted_and_ended(chromium: Browser) -> None:
+@call_bounded
+async def test_the_embed_sdk_hears_waiting_admitted_recording_and_ended(
+    chromium: Browser, tmp_path: Path
+) -> None:
     port = free_port()
     platform_origin = f"http://127.0.0.1:{port}"
     async with (
-        running_gateway(host_away_grace=0, frame_ancestors=(platform_origin,)) as gateway,
+        running_gateway(
+            host_away_grace=0,
+            frame_ancestors=(platform_origin,),
+            recording_keys=[new_recording_key()],
+            recording_dir=str(tmp_path / "recordings"),
+            **LOOPBACK_MEDIA,
+        ) as gateway,
         platform_site(gateway.url, port) as platform,
     ):
-        seeded = await gateway.seed(policy=RoomPolicy(client_totp_required=False))
+        seeded = await gateway.seed(
+            policy=RoomPolicy(client_totp_required=False, recording_allowed=True)
+        )
         tab = await new_tab(chromium)
         page = tab.page
         link = gateway.url + seeded.client_path
@@ -102,11 +116,31 @@ async def test_the_embed_sdk_hears_waiting_admitted_and_ended(chromium: Browser)
         await expect(frame.locator("#screen-call")).to_be_visible()
         await eventually(lambda: heard("waiting", "admitted"), what="admitted event")
 
+        # Recorded, with everyone's consent (the client's given in the frame), then not.
+        version = RECORDING_CONSENT.version
+        given = await console.call("consent.recording", {"version": version, "given": True})
+        assert given["ok"], given
+        assert (await console.call("recording.ask"))["ok"]
+        dialog = frame.locator("#recording-dialog")
+        await dialog.get_by_role("button", name="I agree to recording").click()
+        await expect(frame.locator("#call-consent-text")).to_have_text("You agreed to recording.")
+        started = await console.call("recording.start")
+        assert started["ok"], started
+        await expect(frame.locator("#call-recording")).to_be_visible()
+        assert (await console.call("recording.stop"))["ok"]
+        await expect(frame.locator("#call-recording")).to_be_hidden()
+        recorded = ("waiting", "admitted", "recording", "recording")
+        await eventually(lambda: heard(*recorded), what="recording events")
+
         assert (await console.call("end"))["ok"]
         await expect(frame.locator("#end-title")).to_have_text("The session has ended")
-        await eventually(lambda: heard("waiting", "admitted", "ended"), what="ended event")
+        await eventually(lambda: heard(*recorded, "ended"), what="ended event")
         events = await received(page)
-        assert events[-1] == {"event": "ended", "reason": "ended"}
+        assert events[2:] == [
+            {"event": "recording", "recording": True},
+            {"event": "recording", "recording": False},
+            {"event": "ended", "reason": "ended"},
+        ]
         # Ids and names stay inside the frame.
         assert seeded.client.id not in json.dumps(events)
         tab.assert_no_errors()
@@ -120,6 +154,7 @@ async def test_the_frame_tells_no_page_but_the_one_it_names(chromium: Browser) -
         running_gateway(
             host_away_grace=0,
             frame_ancestors=(platform_origin, f"http://127.0.0.1:{other}"),
+            **LOOPBACK_MEDIA,
         ) as gateway,
         platform_site(gateway.url, port) as platform,
     ):

@@ -5,23 +5,28 @@ and the walk itself checks what each screen says."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, expect
 
 from gateway.domain.model import RoomPolicy
+from gateway.settings import new_recording_key
 from tests.browser.kit import (
+    LOOPBACK_MEDIA,
     PHONE,
     SCREENSHOTS,
     WIDE,
-    bounded,
+    call_bounded,
     new_tab,
     totp_now,
+    video_frames_decoded,
 )
 from tests.factories import CLIENT_NAME
-from tests.gateway_harness import RunningGateway
+from tests.gateway_harness import RunningGateway, running_gateway
 
-pytestmark = [pytest.mark.integration, bounded]
+pytestmark = [pytest.mark.integration, call_bounded]
 
 CONSENT_VERSION = "2025-03"
 SECOND_CLIENT = "Yusuf Second-Client"
@@ -51,12 +56,26 @@ class Album:
         )
 
 
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[RunningGateway]:
+    """The browser tests' gateway, able to record (so the consent screens show)."""
+    async with running_gateway(
+        host_away_grace=0,
+        recording_keys=[new_recording_key()],
+        recording_dir=str(tmp_path / "recordings"),
+        **LOOPBACK_MEDIA,
+    ) as running:
+        yield running
+
+
 @pytest.mark.parametrize("viewport", [PHONE, WIDE], ids=["360x740", "1280x800"])
 async def test_every_screen(
     gateway: RunningGateway, chromium: Browser, viewport: dict[str, int]
 ) -> None:
     album = Album(f"{viewport['width']}x{viewport['height']}")
-    seeded = await gateway.seed(policy=RoomPolicy(telehealth_consent_version=CONSENT_VERSION))
+    seeded = await gateway.seed(
+        policy=RoomPolicy(telehealth_consent_version=CONSENT_VERSION, recording_allowed=True)
+    )
     second = await gateway.invite_client(seeded, SECOND_CLIENT)
     client = await new_tab(chromium, viewport=viewport)
     page = client.page
@@ -153,11 +172,37 @@ async def test_every_screen(
     await expect(other.page.locator("#end-title")).to_have_text("You can't join this session")
     await album.shoot(other.page, "client-end-denied")
 
-    # Admitted: the call screen (media arrives with the media relay), then the end.
+    # Admitted: the call, each side seeing the other through the gateway; then the end.
     await row.get_by_role("button", name=f"Admit {CLIENT_NAME}").click()
     await expect(page.locator("#screen-call")).to_be_visible()
     await expect(page.locator("#call-self")).to_have_js_property("readyState", 4)
-    await album.shoot(page, "client-call-connecting")
+    for side in (page, console):
+        await expect(side.locator("#call-status")).to_be_hidden(timeout=45_000)
+        await expect(side.locator("#call-remote")).to_have_js_property("readyState", 4)
+        assert await video_frames_decoded(side) > 0
+    await album.shoot(page, "client-call-video")
+    await album.shoot(console, "host-call-video")
+
+    # Recording: refused until everyone agrees; the question; the indicator.
+    await console.click("#record")
+    await expect(console.locator("#record-problem")).to_contain_text("haven't agreed")
+    await console.locator("#record-box").scroll_into_view_if_needed()
+    await album.shoot(console, "host-recording-refused")
+    await console.get_by_role("button", name="Ask for consent").click()
+    await expect(page.locator("#recording-dialog")).to_be_visible()
+    await expect(console.locator("#recording-dialog")).to_be_visible()
+    await album.shoot(page, "client-recording-consent")
+    await album.shoot(console, "host-recording-consent")
+    for side in (page, console):
+        dialog = side.locator("#recording-dialog")
+        await dialog.get_by_role("button", name="I agree to recording").click()
+    await expect(page.locator("#call-consent-text")).to_have_text("You agreed to recording.")
+    await console.click("#record")
+    await expect(page.locator("#call-recording")).to_be_visible()
+    await expect(console.locator("#call-recording")).to_be_visible()
+    await album.shoot(page, "client-call-recording")
+    await console.locator("#host-call").scroll_into_view_if_needed()
+    await album.shoot(console, "host-call-recording")
     await page.click("#call-mic")
     await page.click("#call-cam")
     await expect(page.locator("#call-mic")).to_have_attribute("aria-pressed", "true")

@@ -1,0 +1,106 @@
+// Consent to recording, for the client and for the host (docs/SIGNALING.md): the gateway
+// asks with `recording.asked {version, text}`; the person agrees or declines in a dialog;
+// `consent.recording {version, given}` records the choice, and withdrawing is the same
+// call with `given: false`, possible at any moment.
+import { call } from "./signal.js";
+import { announce, byId } from "./ui.js";
+
+export class RecordingConsent {
+  /** ``onChange(consent)`` runs whenever ``given`` or what can be offered changes. */
+  constructor(socket, { onChange = () => {}, onError = () => {} } = {}) {
+    this.socket = socket;
+    this.onChange = onChange;
+    this.onError = onError;
+    this.dialog = byId("recording-dialog");
+    /** The consent text version we have on record (or were last asked about). */
+    this.version = null;
+    /** The text of the last question, so the person can agree later without being asked. */
+    this.text = null;
+    this.given = false;
+    this.busy = false;
+  }
+
+  /** Whether the person can agree now (we have the text they would agree to). */
+  get canAgree() {
+    return !this.given && this.text !== null;
+  }
+
+  /** What the gateway holds (the client's `status`, or an answer). */
+  known({ given, version }) {
+    this.given = Boolean(given);
+    if (version !== undefined && version !== null) {
+      this.version = version;
+    }
+    this.onChange(this);
+  }
+
+  /** The gateway asks: show the text and its version; the answer is recorded at once. */
+  async asked({ version, text }) {
+    if (typeof version !== "string" || typeof text !== "string") {
+      return;
+    }
+    this.version = version;
+    this.text = text;
+    this.onChange(this);
+    await this.prompt();
+  }
+
+  /** Show the question (again); resolves once the choice is recorded or dismissed. */
+  async prompt() {
+    if (this.text === null || this.dialog.open || typeof this.dialog.showModal !== "function") {
+      return;
+    }
+    fillText(byId("recording-dialog-text"), this.text);
+    byId("recording-dialog-version").textContent = this.version;
+    const choice = await new Promise((resolve) => {
+      this.dialog.returnValue = "";
+      this.dialog.addEventListener("close", () => resolve(this.dialog.returnValue), { once: true });
+      this.dialog.showModal();
+      // The question first, not "I agree": nobody agrees by pressing Enter by accident.
+      byId("recording-dialog-title").focus();
+    });
+    if (choice === "agree") {
+      await this.record(true);
+    } else if (choice === "decline") {
+      // Nothing to record for a "no" that was never a "yes"; one given earlier is withdrawn.
+      if (this.given) {
+        await this.record(false);
+      } else {
+        announce("You did not agree. Nothing will be recorded.");
+      }
+    }
+  }
+
+  /** Withdraw (or give) consent now. */
+  async record(given) {
+    if (this.busy || this.version === null) {
+      return;
+    }
+    this.busy = true;
+    const answer = await call(this.socket, "consent.recording", { version: this.version, given });
+    this.busy = false;
+    if (!answer.ok) {
+      this.onError(answer.error.message);
+      return;
+    }
+    this.known({ given: answer.given, version: answer.version });
+    announce(
+      answer.given
+        ? "Thank you. You agreed to recording. You can withdraw at any moment."
+        : "You withdrew your consent to recording. If the session was recorded, that has stopped.",
+    );
+  }
+}
+
+/** Plain text, paragraphs split at blank lines, placed as text (never as markup). */
+function fillText(holder, text) {
+  holder.textContent = "";
+  for (const part of text.split(/\n\s*\n/)) {
+    const trimmed = part.trim();
+    if (trimmed) {
+      const paragraph = document.createElement("p");
+      paragraph.textContent = trimmed;
+      holder.append(paragraph);
+    }
+  }
+}
