@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
         "recording: for QUIETROOM_RECORDING_KEYS",
     )
     keys_new.set_defaults(run=_keys_new)
+    keys_reseal = keys_commands.add_parser(
+        "reseal",
+        help="seal every stored secret under the newest data key, so an old one can be "
+        "dropped (needs QUIETROOM_REDIS_URL)",
+    )
+    keys_reseal.set_defaults(run=_shared_state(_keys_reseal))
 
     recordings = commands.add_parser("recordings", help="sealed (encrypted) recordings")
     recordings_commands = recordings.add_subparsers(required=True, metavar="ACTION")
@@ -351,9 +357,9 @@ def _shared_state(command: SharedCommand) -> Callable[[argparse.Namespace], int]
 
 def _no_shared_state() -> int:
     print(
-        "quietroom: platforms and API keys live in the gateway's shared state: set "
-        "QUIETROOM_REDIS_URL to its Redis (the in-memory store would forget them when "
-        "this command exits)",
+        "quietroom: this command works on the gateway's shared state (platforms, API "
+        "keys, stored secrets): set QUIETROOM_REDIS_URL to its Redis (the in-memory store "
+        "lives only inside a running gateway)",
         file=sys.stderr,
     )
     return 2
@@ -375,6 +381,35 @@ async def _with_services(
         return 1
     finally:
         await store.close()
+
+
+async def _keys_reseal(services: Services, args: argparse.Namespace) -> int:
+    report = await services.store.reseal_secrets()
+    await services.audit.record(
+        "keys.resealed",
+        actor=_CLI_ACTOR,
+        subjects={
+            "resealed": str(report.resealed),
+            "current": str(report.current),
+            "changed": str(report.changed),
+            "unreadable": str(report.unreadable),
+        },
+    )
+    print(f"secrets sealed anew under the newest data key: {report.resealed}")
+    print(f"already under it: {report.current}")
+    if report.changed:
+        print(
+            f"written by a gateway meanwhile, left as written: {report.changed} "
+            "(run again once every gateway runs with the new key first)"
+        )
+    if report.unreadable:
+        print(
+            f"quietroom: {report.unreadable} stored secrets open with no data key; left "
+            "as they are. Do not drop a key until you know which one sealed them",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 async def _platforms_create(services: Services, args: argparse.Namespace) -> int:

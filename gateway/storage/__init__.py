@@ -3,6 +3,6 @@
 from gateway.storage.base import Store
 from gateway.storage.memory import MemoryStore
 from gateway.storage.redis import RedisStore
-from gateway.storage.secretbox import SecretBox
+from gateway.storage.secretbox import ResealReport, SecretBox
 
-__all__ = ["MemoryStore", "RedisStore", "SecretBox", "Store"]
+__all__ = ["MemoryStore", "RedisStore", "ResealReport", "SecretBox", "Store"]

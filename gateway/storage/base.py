@@ -34,6 +34,7 @@ from gateway.domain.retention import (
 from gateway.domain.totp import AttemptGrant
 from gateway.domain.waiting_room import HostPresence, ParticipantState, RoomCondition
 from gateway.domain.webhooks import WebhookClaim, WebhookDelivery
+from gateway.storage.secretbox import ResealReport
 
 __all__ = ["Store"]
 
@@ -142,6 +143,13 @@ class Store(Protocol):
         """Keep the secret only if the participant has none yet (first enrolment wins)."""
 
     async def get_totp_secret(self, participant_id: str) -> str | None: ...
+
+    async def reseal_secrets(self) -> ResealReport:
+        """Seal every stored secret (TOTP seeds, webhook signing secrets) under the
+        newest data key, so that older keys can be dropped. Each one is replaced only if
+        it is unchanged since it was read (a concurrent write wins and is counted); one
+        that no key opens is counted and left alone. Safe while gateways serve, and to
+        repeat."""
 
     async def use_totp_step(self, participant_id: str, step: int) -> bool:
         """Record ``step`` as used if it is newer than any used before. True if it was."""

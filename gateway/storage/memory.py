@@ -45,7 +45,8 @@ from gateway.domain.retention import (
 from gateway.domain.totp import AttemptGrant
 from gateway.domain.waiting_room import HostPresence, ParticipantState, RoomCondition, RoomStatus
 from gateway.domain.webhooks import WebhookClaim, WebhookDelivery
-from gateway.storage.secretbox import SecretBox
+from gateway.errors import StoreError
+from gateway.storage.secretbox import ResealReport, SecretBox
 
 __all__ = ["MemoryStore"]
 
@@ -281,6 +282,13 @@ class MemoryStore:
 
     async def clear_totp_attempts(self, participant_id: str) -> None:
         self._totp_attempts.pop(participant_id, None)
+
+    async def reseal_secrets(self) -> ResealReport:
+        report = ResealReport()
+        for secrets in (self._totp_secrets, self._webhook_secrets):
+            for owner, sealed in list(secrets.items()):
+                report += _reseal_one(self._box, secrets, owner, sealed)
+        return report
 
     # --- consent ---------------------------------------------------------------------------
 
@@ -616,3 +624,16 @@ class MemoryStore:
         for session_hash in sessions:
             del self._sessions[session_hash]
         return ExpiredState(links=len(jtis), sessions=len(sessions))
+
+
+def _reseal_one(
+    box: SecretBox, secrets: dict[str, bytes], owner: str, sealed: bytes
+) -> ResealReport:
+    try:
+        fresh = box.reseal(sealed)
+    except StoreError:
+        return ResealReport(unreadable=1)
+    if fresh is None:
+        return ResealReport(current=1)
+    secrets[owner] = fresh  # no await since the read: nobody wrote in between
+    return ResealReport(resealed=1)

@@ -111,7 +111,7 @@ from gateway.domain.totp import AttemptGrant
 from gateway.domain.waiting_room import HostPresence, ParticipantState, RoomCondition
 from gateway.domain.webhooks import WebhookClaim, WebhookDelivery, WebhookType
 from gateway.errors import HostAbsent, RoomLocked, StoreError, StoreUnavailable
-from gateway.storage.secretbox import SecretBox
+from gateway.storage.secretbox import ResealReport, SecretBox
 
 if TYPE_CHECKING:
     from gateway.storage.base import Store
@@ -168,6 +168,14 @@ _HSET_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 redis.call('HSET', KEYS[1], unpack(ARGV))
 return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS[1] a sealed secret; ARGV[1] the value read, ARGV[2] its replacement. Compare and
+# set, keeping any expiry: 1 if replaced, 0 if someone wrote it since (or it is gone).
+_RESEAL_SEALED_VALUE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
 """
 
 # KEYS[1] API key; ARGV[1] revoked_at. The first revocation wins.
@@ -945,6 +953,7 @@ class RedisStore:
         self._update_active_recording = client.register_script(_UPDATE_ACTIVE_RECORDING)
         self._finish_recording = client.register_script(_FINISH_RECORDING)
         self._claim_recording = client.register_script(_CLAIM_RECORDING)
+        self._reseal_secret = client.register_script(_RESEAL_SEALED_VALUE)
 
     @classmethod
     def from_url(
@@ -1217,6 +1226,28 @@ class RedisStore:
         if sealed is None:
             return None
         return self._box.open(sealed if isinstance(sealed, bytes) else sealed.encode("ascii"))
+
+    @_translate_errors
+    async def reseal_secrets(self) -> ResealReport:
+        report = ResealReport()
+        for kind in ("totp_secret", "webhook_secret"):
+            pattern = f"{_glob_escape(self._prefix)}{kind}:*"
+            async for key in self._client.scan_iter(match=pattern, count=500):
+                report += await self._reseal_key(key)
+        return report
+
+    async def _reseal_key(self, key: bytes | str) -> ResealReport:
+        sealed = await self._client.get(key)
+        if sealed is None:
+            return ResealReport(changed=1)
+        try:
+            fresh = self._box.reseal(sealed if isinstance(sealed, bytes) else sealed.encode())
+        except StoreError:
+            return ResealReport(unreadable=1)
+        if fresh is None:
+            return ResealReport(current=1)
+        replaced = await self._reseal_secret(keys=[key], args=[sealed, fresh])
+        return ResealReport(resealed=1) if replaced else ResealReport(changed=1)
 
     @_translate_errors
     async def use_totp_step(self, participant_id: str, step: int) -> bool:
@@ -1724,3 +1755,8 @@ if TYPE_CHECKING:
 
     def _implements_store(store: RedisStore) -> Store:
         return store
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
