@@ -53,7 +53,7 @@ class ReceivedStreams:
     async def started(self, parameters: RTCRtpReceiveParameters) -> None:
         """Nothing to set up: received media is only counted."""
 
-    async def on_rtp(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+    def on_rtp(self, packet: RtpPacket) -> None:
         self.received += 1
         self.octets += len(packet.payload)
         highest = self._highest.get(packet.ssrc)

@@ -1,45 +1,55 @@
 """How long the gateway holds a packet: from its datagram's arrival to its copy's departure.
 
-The probe wraps what a gateway peer connection's ICE transport takes from and hands to
-its UDP socket, below DTLS and SRTP:
+The gateway forwards RTP synchronously (``gateway.media._aiortc.enable_fast_path``): a
+datagram's arrival callback unprotects, forwards, protects and sends every copy before
+it returns. The probe wraps the two ends of that, per aioice ``StunProtocol`` of a
+gateway peer connection, below DTLS and SRTP:
 
-* ``Connection.data_received`` (aioice): the event loop has just read a datagram that
-  is not STUN out of the socket. The probe notes the time, in order of arrival.
-* ``RTCIceTransport._recv`` (aiortc): the DTLS transport takes the next datagram to
-  unprotect and route. The probe pairs it with its arrival time (the queue between
-  them is first in, first out) and, for RTP, makes that time the *ingress* of what
-  the task does next, in a context variable.
-* ``RTCIceTransport._send``: a datagram has gone to the socket. If it is RTP and the
-  task carries an ingress time, ``now - ingress`` is one sample: event loop queueing,
+* ``StunProtocol.datagram_received``: the event loop has just read a datagram out of
+  the socket. For RTP, the probe notes the time as the *ingress* of what the call does.
+* ``StunProtocol.transport.sendto``: a datagram goes to the socket (or to the TURN
+  client). For RTP sent while an ingress is noted, ``now - ingress`` is one sample:
   SRTP unprotect, parsing, forwarding, rewriting, SRTP protect and ``sendto``.
 
-The forwarder handles a packet inside the receiving DTLS transport's task without
-suspending, so an incoming packet and its copies share that task's context. Wrappers go
-on instances only, before the connection carries data. Benchmark code, pinned to
-aiortc 1.16 and aioice 0.13 like :mod:`gateway.media._aiortc`.
+Time spent waiting in the event loop before the callback, or in the kernel's socket
+buffer before that, is not covered (under the old asyncio.Queue path the probe counted
+the queue's wait; there is no queue left on the path to count). Wrappers go on
+instances only, after the answer and before the connection carries data. Benchmark
+code, pinned to aiortc 1.16 and aioice 0.13 like :mod:`gateway.media._aiortc`.
 """
 
 from __future__ import annotations
 
-import collections
-import contextvars
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiortc import RTCPeerConnection
-from aiortc.rtcicetransport import RTCIceTransport
 
 __all__ = ["LatencyProbe"]
-
-_ingress_ns: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "relay_bench_ingress_ns", default=None
-)
 
 
 def _is_rtp(data: bytes) -> bool:
     """SRTP, not SRTCP (RFC 7983 demultiplexing, then RFC 5761 payload types)."""
-    return 127 < data[0] < 192 and len(data) > 1 and not 192 <= data[1] <= 223
+    return len(data) > 1 and 127 < data[0] < 192 and not 192 <= data[1] <= 223
+
+
+class _TimedTransport:
+    """A datagram transport that reports RTP sent during a probed arrival."""
+
+    def __init__(self, inner: Any, probe: LatencyProbe) -> None:
+        self._inner = inner
+        self._probe = probe
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        self._inner.sendto(data, addr)
+        probe = self._probe
+        ingress = probe.ingress_ns
+        if ingress is not None and probe.recording and _is_rtp(data):
+            probe.samples_ns.append(time.perf_counter_ns() - ingress)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 class LatencyProbe:
@@ -49,41 +59,32 @@ class LatencyProbe:
         #: Samples are kept only while this is set.
         self.recording = False
         self.samples_ns: list[int] = []
+        #: The arrival time of the RTP datagram being handled, if any.
+        self.ingress_ns: int | None = None
         self._probed: set[int] = set()
 
     def attach(self, pc: RTCPeerConnection) -> None:
-        """Probe every ICE transport of ``pc``: after negotiation, before it connects."""
+        """Probe every ICE transport of ``pc``: after the answer, before it connects."""
         for transceiver in pc.getTransceivers():
-            ice: RTCIceTransport = transceiver.receiver.transport.transport
-            if id(ice) not in self._probed:
-                self._probed.add(id(ice))
-                self._wrap(ice)
+            connection: Any = transceiver.receiver.transport.transport._connection
+            for protocol in connection._protocols:
+                if id(protocol) not in self._probed:
+                    self._probed.add(id(protocol))
+                    self._wrap(protocol)
 
-    def _wrap(self, ice: RTCIceTransport) -> None:
-        connection: Any = ice._connection
-        data_received: Callable[[bytes, int], None] = connection.data_received
-        recv: Callable[[], Awaitable[bytes]] = ice._recv
-        send: Callable[[bytes], Awaitable[None]] = ice._send
+    def _wrap(self, protocol: Any) -> None:
+        inner: Callable[[bytes, Any], None] = protocol.datagram_received
         clock = time.perf_counter_ns
-        arrivals: collections.deque[int] = collections.deque()
 
-        def timed_data_received(data: bytes, component: int) -> None:
-            arrivals.append(clock())
-            data_received(data, component)
+        def timed_datagram_received(data: bytes, addr: Any) -> None:
+            if not _is_rtp(data):
+                inner(data, addr)
+                return
+            self.ingress_ns = clock()
+            try:
+                inner(data, addr)
+            finally:
+                self.ingress_ns = None
 
-        async def timed_recv() -> bytes:
-            data = await recv()
-            arrived = arrivals.popleft() if arrivals else None
-            _ingress_ns.set(arrived if _is_rtp(data) else None)
-            return data
-
-        async def timed_send(data: bytes) -> None:
-            await send(data)
-            if self.recording and _is_rtp(data):
-                ingress = _ingress_ns.get()
-                if ingress is not None:
-                    self.samples_ns.append(clock() - ingress)
-
-        connection.data_received = timed_data_received
-        ice._recv = timed_recv
-        ice._send = timed_send
+        protocol.datagram_received = timed_datagram_received
+        protocol.transport = _TimedTransport(protocol.transport, self)

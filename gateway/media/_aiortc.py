@@ -12,7 +12,17 @@ What is wrapped, and where aiortc does it:
   decoder thread. :func:`intercept_receiver` replaces that last method on one instance
   and stops the decoder thread as soon as ``receive()`` starts it, keeping only aiortc's
   receive statistics (its receiver reports still go out).
-* outgoing RTP and RTCP: ``RTCDtlsTransport._send_rtp`` (SRTP protect, send).
+* the synchronous data path (:func:`enable_fast_path`): aioice hands every datagram to
+  ``StunProtocol.datagram_received``, which tries a STUN parse and queues the rest on
+  ``Connection._queue`` for the DTLS transport's task (``_recv_next``). For SRTP (not
+  SRTCP) datagrams, once the DTLS transport is connected, the fast path replaces that
+  per protocol instance: unprotect with the transport's ``_rx_srtp``, parse and route as
+  ``_handle_rtp_data`` does, and call the intercepted receiver's handler at once. RTCP,
+  DTLS and STUN keep aioice's and aiortc's path; that queue is bounded.
+* outgoing RTP and RTCP: what ``RTCDtlsTransport._send_rtp`` does (SRTP protect with
+  ``_tx_srtp``, then ``Connection.sendto`` on the nominated pair), done synchronously by
+  :class:`_Leg`: protect and the pair's ``protocol.transport.sendto``, which is a UDP
+  socket for a host pair and aioice's ``TurnTransport`` for a relayed one.
 * feedback from a subscriber: ``RTCRtpSender._handle_rtcp_packet``; FIR is not routed by
   aiortc (it looks at the media SSRC, which FIR leaves 0), so the transport's router is
   taught to route it by the SSRCs in its FCI.
@@ -27,6 +37,7 @@ What is wrapped, and where aiortc does it:
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import struct
@@ -38,17 +49,22 @@ import aioice
 import aiortc
 import pylibsrtp
 from aioice import Connection, TransportPolicy
+from aioice.ice import CandidatePair, StunProtocol
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc import rtcrtpreceiver as _receiver_module
 from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
+from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcicetransport import RTCIceTransport
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
     AnyRtcpPacket,
     RtcpPsfbPacket,
     RtcpRrPacket,
+    RtcpRtpfbPacket,
     RtcpSrPacket,
     RtpPacket,
     pack_remb_fci,
@@ -57,10 +73,12 @@ from aiortc.rtp import (
 __all__ = [
     "AIOICE_SERIES",
     "AIORTC_VERSION",
+    "FastPath",
     "ReceiverFeedback",
     "SenderSink",
     "decoder_running",
     "drop_outgoing",
+    "enable_fast_path",
     "intercept_receiver",
     "intercept_sender",
     "local_candidate_addresses",
@@ -74,7 +92,7 @@ log = logging.getLogger(__name__)
 AIORTC_VERSION: Final = "1.16.0"
 AIOICE_SERIES: Final = "0.13."
 
-RtpCallback = Callable[[RtpPacket, int], Awaitable[None]]
+RtpCallback = Callable[[RtpPacket], None]
 RtcpCallback = Callable[[AnyRtcpPacket], Awaitable[None]]
 
 # Name-mangled instance fields, read and written with getattr/setattr.
@@ -88,6 +106,13 @@ _TX_OCTETS: Final = "_RTCRtpSender__octet_count"
 
 # Marks set on instances this module has already patched (idempotence).
 _PATCHED: Final = "_quietroom_patched"
+# The synchronous RTP handler of an intercepted receiver, and a DTLS transport's _Leg.
+_RTP_HANDLER: Final = "_quietroom_rtp"
+_LEG: Final = "_quietroom_leg"
+_FAST: Final = "_quietroom_fast"
+_DTLS_CONNECTED: Final = DtlsState.CONNECTED
+#: The component WebRTC uses (RTP and RTCP are multiplexed on one).
+_COMPONENT: Final = 1
 
 
 def _instance_fields(cls: type, method: str = "__init__") -> frozenset[str]:
@@ -133,11 +158,15 @@ def _check_internals() -> list[str]:
             "_handle_rtp_data": ["self", "data", "arrival_time_ms"],
             "_handle_rtcp_data": ["self", "data"],
         },
-        RtpRouter: {"route_rtcp": ["self", "packet"]},
+        RtpRouter: {"route_rtcp": ["self", "packet"], "route_rtp": ["self", "packet"]},
         Connection: {
             "gather_candidates": ["self"],
             "get_component_candidates": ["self", "component", "addresses", "timeout"],
+            "data_received": ["self", "data", "component"],
+            "sendto": ["self", "data", "component"],
         },
+        StunProtocol: {"datagram_received": ["self", "data", "addr"]},
+        RtpPacket: {"parse": ["data", "extensions_map"]},
     }
     for cls, wanted in methods.items():
         for name, parameters in wanted.items():
@@ -151,7 +180,17 @@ def _check_internals() -> list[str]:
         (RTCRtpSender, "__init__", (_TX_NTP, _TX_RTP, _TX_PACKETS, _TX_OCTETS)),
         (RTCRtpSender, "__init__", ("_ssrc", "_rtx_ssrc", "_stream_id")),
         (RTCRtpSender, "_run_rtcp", (_TX_NTP, _TX_RTP, _TX_PACKETS, _TX_OCTETS)),
-        (RTCDtlsTransport, "__init__", ("_rtp_router",)),
+        (RTCDtlsTransport, "__init__", ("_rtp_router", "_state", "_rx_srtp", "_tx_srtp")),
+        (RTCDtlsTransport, "__init__", ("_rtp_header_extensions_map", "_transport")),
+        (RTCDtlsTransport, "_send_rtp", ("_tx_srtp", "protect", "protect_rtcp", "_send")),
+        (RTCDtlsTransport, "_recv_next", ("_rx_srtp", "unprotect", "_handle_rtp_data")),
+        (RTCDtlsTransport, "_handle_rtp_data", ("_rtp_header_extensions_map", "route_rtp")),
+        (Connection, "__init__", ("_nominated", "_queue", "_protocols")),
+        (Connection, "sendto", ("_nominated", "protocol", "send_data", "remote_addr")),
+        (Connection, "data_received", ("_queue", "put_nowait")),
+        (StunProtocol, "datagram_received", ("receiver", "data_received")),
+        (StunProtocol, "send_data", ("transport", "sendto")),
+        (CandidatePair, "__init__", ("protocol", "remote_candidate")),
         (RtpRouter, "__init__", ("senders",)),
         (RTCIceTransport, "__init__", ("_connection", "_send")),
         (Connection, "__init__", ("_transport_policy",)),
@@ -165,6 +204,8 @@ def _check_internals() -> list[str]:
     for name in ("StreamStatistics",):
         if not hasattr(_receiver_module, name):
             missing.append(f"aiortc.rtcrtpreceiver.{name}")
+    if not isinstance(getattr(CandidatePair, "remote_addr", None), property):
+        missing.append("CandidatePair.remote_addr")
     return missing
 
 
@@ -191,7 +232,9 @@ def intercept_receiver(
     stopped at once (it never sees a packet) and ``on_started`` gets the negotiated
     parameters. aiortc's per-SSRC statistics are still fed, so its receiver reports
     keep going to the publisher. Every RTCP packet routed to this receiver (sender
-    reports, BYE) goes to aiortc first and then to ``on_rtcp``.
+    reports, BYE) goes to aiortc first and then to ``on_rtcp``. ``on_rtp`` is called
+    synchronously, from aiortc's receive task or from the fast path
+    (:func:`enable_fast_path`), and must not block.
     """
     if getattr(receiver, _PATCHED, False):
         raise RuntimeError("receiver already intercepted")
@@ -203,7 +246,7 @@ def intercept_receiver(
     clock_rates: dict[int, int] = {}
     started = False
 
-    async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+    def handle_rtp(packet: RtpPacket) -> None:
         stream = streams.get(packet.ssrc)
         if stream is None:
             clock_rate = clock_rates.get(packet.payload_type)
@@ -211,7 +254,10 @@ def intercept_receiver(
                 return
             stream = streams[packet.ssrc] = statistics(clock_rate)
         stream.add(packet)
-        await on_rtp(packet, arrival_time_ms)
+        on_rtp(packet)
+
+    async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+        handle_rtp(packet)
 
     async def handle_rtcp_packet(packet: AnyRtcpPacket) -> None:
         await original_rtcp(packet)
@@ -230,6 +276,7 @@ def intercept_receiver(
             started = True
             await on_started(parameters)
 
+    setattr(receiver, _RTP_HANDLER, handle_rtp)
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
     receiver._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
     receiver.receive = receive  # type: ignore[method-assign]
@@ -241,30 +288,44 @@ def decoder_running(receiver: RTCRtpReceiver) -> bool:
 
 
 class ReceiverFeedback:
-    """RTCP toward a publisher, sent on the receiver's transport with its RTCP SSRC."""
+    """RTCP toward a publisher, sent at once on the receiver's transport with its RTCP SSRC.
+
+    The packets are those of aiortc's ``_send_rtcp_pli`` and ``_send_rtcp_nack``; like
+    them, nothing is sent before the receiver has an RTCP SSRC or while the leg is down.
+    """
 
     __slots__ = ("_receiver",)
 
     def __init__(self, receiver: RTCRtpReceiver) -> None:
         self._receiver = receiver
 
-    async def request_keyframe(self, media_ssrc: int) -> None:
+    def _send(self, packet: AnyRtcpPacket) -> None:
+        _leg(self._receiver.transport).send(bytes(packet))
+
+    def _rtcp_ssrc(self) -> int | None:
+        ssrc: int | None = getattr(self._receiver, _RX_RTCP_SSRC)
+        return ssrc
+
+    def request_keyframe(self, media_ssrc: int) -> None:
         """A picture loss indication (PLI) for ``media_ssrc``."""
-        await self._receiver._send_rtcp_pli(media_ssrc)
+        rtcp_ssrc = self._rtcp_ssrc()
+        if rtcp_ssrc is not None:
+            self._send(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=rtcp_ssrc, media_ssrc=media_ssrc))
 
-    async def nack(self, media_ssrc: int, lost: list[int]) -> None:
+    def nack(self, media_ssrc: int, lost: list[int]) -> None:
         """A generic NACK for these sequence numbers of ``media_ssrc``."""
-        await self._receiver._send_rtcp_nack(media_ssrc, lost)
+        rtcp_ssrc = self._rtcp_ssrc()
+        if rtcp_ssrc is not None:
+            packet = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=rtcp_ssrc, media_ssrc=media_ssrc)
+            packet.lost = list(lost)
+            self._send(packet)
 
-    async def remb(self, bitrate: int, ssrcs: list[int]) -> None:
+    def remb(self, bitrate: int, ssrcs: list[int]) -> None:
         """A receiver estimated maximum bitrate for ``ssrcs``."""
-        rtcp_ssrc: int | None = getattr(self._receiver, _RX_RTCP_SSRC)
-        if rtcp_ssrc is None:
-            return
-        packet = RtcpPsfbPacket(
-            fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(bitrate, ssrcs)
-        )
-        await self._receiver._send_rtcp(packet)
+        rtcp_ssrc = self._rtcp_ssrc()
+        if rtcp_ssrc is not None:
+            fci = pack_remb_fci(bitrate, ssrcs)
+            self._send(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=fci))
 
 
 # --- senders: the subscriber's leg ----------------------------------------------------------
@@ -362,19 +423,15 @@ def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> N
 class SenderSink:
     """Raw RTP/RTCP out on a sender's transport, and what its sender reports say."""
 
-    __slots__ = ("_sender", "_transport")
+    __slots__ = ("_leg", "_sender")
 
     def __init__(self, sender: RTCRtpSender) -> None:
         self._sender = sender
-        self._transport = sender.transport
+        self._leg = _leg(sender.transport)
 
-    async def send(self, data: bytes) -> bool:
-        """SRTP-protect and send one RTP or RTCP packet; False if the leg cannot send."""
-        try:
-            await self._transport._send_rtp(data)
-        except (ConnectionError, pylibsrtp.Error):
-            return False
-        return True
+    def send(self, data: bytes) -> bool:
+        """SRTP-protect and send one RTP or RTCP packet now; False if the leg cannot send."""
+        return self._leg.send(data)
 
     def report(self, *, ntp_timestamp: int, rtp_timestamp: int) -> None:
         """The NTP time and RTP timestamp the next sender reports pair up."""
@@ -385,6 +442,172 @@ class SenderSink:
         """The packet and payload octet counts the next sender reports carry."""
         setattr(self._sender, _TX_PACKETS, packets)
         setattr(self._sender, _TX_OCTETS, octets)
+
+
+# --- the synchronous data path ----------------------------------------------------------------
+
+
+class _Leg:
+    """Sends SRTP and SRTCP on one DTLS transport's nominated pair, synchronously.
+
+    What ``RTCDtlsTransport._send_rtp`` and ``Connection.sendto`` do, minus the two
+    coroutines per packet. The pair's ``protocol.transport`` is a UDP socket's transport
+    for a host pair and aioice's ``TurnTransport`` (ChannelData through the TURN server)
+    for a relayed one; both take ``sendto(data, addr)`` without awaiting.
+    """
+
+    __slots__ = ("_addr", "_dtls", "_nominated", "_pair", "drop")
+
+    def __init__(self, dtls: RTCDtlsTransport) -> None:
+        self._dtls = dtls
+        self._nominated: dict[int, CandidatePair] = dtls.transport._connection._nominated
+        self._pair: CandidatePair | None = None
+        self._addr: tuple[str, int] = ("", 0)
+        #: Fault injection (:func:`drop_outgoing`): protected datagrams it picks are lost.
+        self.drop: Callable[[bytes], bool] | None = None
+
+    def send(self, data: bytes) -> bool:
+        """Protect one RTP or RTCP packet and send it; False if the leg cannot send."""
+        dtls = self._dtls
+        if dtls._state is not _DTLS_CONNECTED:
+            return False
+        pair = self._nominated.get(_COMPONENT)
+        if pair is None:
+            return False
+        try:
+            if len(data) > 1 and 192 <= data[1] <= 208:  # RTCP, as aiortc's is_rtcp tells
+                protected = dtls._tx_srtp.protect_rtcp(data)
+            else:
+                protected = dtls._tx_srtp.protect(data)
+        except pylibsrtp.Error:
+            return False
+        if pair is not self._pair:
+            self._pair, self._addr = pair, pair.remote_addr
+        if self.drop is not None and self.drop(protected):
+            return True
+        pair.protocol.transport.sendto(protected, self._addr)
+        return True
+
+
+def _leg(dtls: RTCDtlsTransport) -> _Leg:
+    leg: _Leg | None = getattr(dtls, _LEG, None)
+    if leg is None:
+        leg = _Leg(dtls)
+        setattr(dtls, _LEG, leg)
+    return leg
+
+
+class FastPath:
+    """What the synchronous data path of one peer connection did, for metrics and tests."""
+
+    __slots__ = ("dropped", "errors", "limit", "packets")
+
+    def __init__(self, limit: int) -> None:
+        #: At most this many datagrams wait in an ICE connection's receive queue.
+        self.limit = limit
+        #: RTP packets that took the fast path.
+        self.packets = 0
+        #: Datagrams dropped because the receive queue was full.
+        self.dropped = 0
+        #: RTP packets whose handler raised (logged once per connection).
+        self.errors = 0
+
+
+def _dtls_by_ice(pc: RTCPeerConnection) -> dict[RTCIceTransport, RTCDtlsTransport]:
+    found: dict[RTCIceTransport, RTCDtlsTransport] = {}
+    for transceiver in pc.getTransceivers():
+        for dtls in (transceiver.receiver.transport, transceiver.sender.transport):
+            found.setdefault(dtls.transport, dtls)
+    return found
+
+
+def enable_fast_path(pc: RTCPeerConnection, *, queue_limit: int = 256) -> FastPath:
+    """Take ``pc``'s incoming RTP off aiortc's queue and tasks, and bound that queue.
+
+    Call once negotiated and gathered (after setLocalDescription), before media flows.
+    From then on an SRTP datagram that arrives while its DTLS transport is connected is
+    unprotected, parsed, routed and handed to its receiver's ``on_rtp``
+    (:func:`intercept_receiver`, required on every receiving transceiver) inside the
+    socket's arrival callback; what the forwarder sends goes out before it returns.
+    Everything else (STUN, DTLS, SRTCP) takes aioice's queue as before, and that
+    queue holds at most ``queue_limit`` datagrams: past it, newer ones are dropped, as
+    a full socket buffer would drop them, instead of growing without bound.
+    """
+    if queue_limit < 1:
+        raise ValueError("queue_limit must be positive")
+    for transceiver in pc.getTransceivers():
+        receives = transceiver.direction in ("recvonly", "sendrecv")
+        if receives and not hasattr(transceiver.receiver, _RTP_HANDLER):
+            raise RuntimeError("every receiver needs intercept_receiver before the fast path")
+    fast = FastPath(queue_limit)
+    for ice, dtls in _dtls_by_ice(pc).items():
+        connection: Connection = ice._connection
+        if getattr(connection, _FAST, None) is not None:
+            continue
+        setattr(connection, _FAST, fast)
+        _bound_queue(connection, fast)
+        receive_rtp = _rtp_receiver(dtls, fast)
+        for protocol in connection._protocols:
+            _divert_rtp(protocol, dtls, receive_rtp)
+    return fast
+
+
+def _bound_queue(connection: Connection, fast: FastPath) -> None:
+    queue: asyncio.Queue[tuple[bytes, int] | None] = connection._queue
+    limit = fast.limit
+
+    def data_received(data: bytes, component: int) -> None:
+        if queue.qsize() >= limit:
+            fast.dropped += 1
+            return
+        queue.put_nowait((data, component))
+
+    connection.data_received = data_received  # type: ignore[method-assign]
+
+
+def _rtp_receiver(dtls: RTCDtlsTransport, fast: FastPath) -> Callable[[bytes], None]:
+    """SRTP datagram -> unprotect, parse, route, the receiver's handler (``_recv_next``)."""
+    router: RtpRouter = dtls._rtp_router
+    extensions = dtls._rtp_header_extensions_map
+    parse = RtpPacket.parse
+
+    def receive_rtp(data: bytes) -> None:
+        try:
+            packet = parse(dtls._rx_srtp.unprotect(data), extensions)
+        except (pylibsrtp.Error, ValueError):
+            return  # aiortc drops these too: replayed, unauthenticated or malformed
+        handler = getattr(router.route_rtp(packet), _RTP_HANDLER, None)
+        if handler is None:
+            return  # no receiver, or one the gateway does not forward from
+        fast.packets += 1
+        try:
+            handler(packet)
+        except Exception:  # one bad packet must not take the socket's callback down
+            fast.errors += 1
+            if fast.errors == 1:
+                log.exception("forwarding an RTP packet failed (further failures not logged)")
+
+    return receive_rtp
+
+
+def _divert_rtp(
+    protocol: StunProtocol, dtls: RTCDtlsTransport, receive_rtp: Callable[[bytes], None]
+) -> None:
+    original = protocol.datagram_received
+
+    def datagram_received(data: bytes | str, addr: tuple[Any, ...]) -> None:
+        # RFC 7983: 128-191 is RTP or RTCP; RTCP's packet types put 192-208 next.
+        if (
+            len(data) > 1
+            and 127 < data[0] < 192  # type: ignore[operator]
+            and not 192 <= data[1] <= 208  # type: ignore[operator]
+            and dtls._state is _DTLS_CONNECTED
+        ):
+            receive_rtp(data)  # type: ignore[arg-type]
+        else:
+            original(data, addr)
+
+    protocol.datagram_received = datagram_received  # type: ignore[method-assign]
 
 
 # --- ICE --------------------------------------------------------------------------------------
@@ -442,8 +665,11 @@ def local_candidate_addresses(pc: RTCPeerConnection) -> set[str]:
 def drop_outgoing(pc: RTCPeerConnection, should_drop: Callable[[bytes], bool]) -> None:
     """Fault injection for tests and benchmarks: datagrams ``should_drop`` picks are lost.
 
-    Applies to what ``pc`` sends on its current ICE transports (call once negotiated).
+    Applies to what ``pc`` sends on its current ICE transports (call once negotiated),
+    through aiortc and through the synchronous path alike.
     """
+    for dtls in _dtls_by_ice(pc).values():
+        _leg(dtls).drop = should_drop
     for ice in _ice_transports(pc):
         send = ice._send
 

@@ -20,8 +20,9 @@ Subscriber slots are filled automatically, in pairs: a participant's audio and v
 slots with the same number show one other participant (one MediaStream in the browser),
 and a free pair takes the first publisher that none of the participant's slots shows.
 Taps (:meth:`RoomForwarder.add_tap`: the recorder) see every publisher packet as it
-arrives and may ask for a keyframe. All work happens inside the awaited callbacks of the
-legs' receive loops; the forwarder starts no task of its own.
+arrives and may ask for a keyframe. Forwarding is synchronous (:meth:`RoomForwarder.forward`
+runs inside the datagram's arrival callback, sends included) and the forwarder starts no
+task of its own.
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ class RoomForwarder:
         self._published[track.track_id] = track
         self._targets.setdefault(track.track_id, [])
         log.info("room %s: %s publishes %s", self.room_id, track.participant_id, track.kind.value)
-        await self._assign()
+        self._assign()
 
     async def add_subscriber(self, track: SubscribedTrack) -> None:
         """A subscriber's sender is live: give it a publisher track if one is free."""
@@ -182,7 +183,7 @@ class RoomForwarder:
         if track.track_id in self._subscribed:
             raise ValueError(f"track {track.track_id} is already subscribed")
         self._subscribed[track.track_id] = track
-        await self._assign()
+        self._assign()
 
     async def remove_tracks(self, track_ids: Iterable[str]) -> None:
         """Forget these tracks; the slots they filled go to someone else."""
@@ -195,7 +196,7 @@ class RoomForwarder:
                     orphan.source = None
                 del self._published[track_id]
         if self._closed is None:
-            await self._assign()
+            self._assign()
 
     async def remove_participant(self, participant_id: str) -> None:
         """Forget every track of a participant (all its connections)."""
@@ -223,12 +224,12 @@ class RoomForwarder:
         self._subscribed.clear()
         log.info("room %s: forwarding closed (%s)", self.room_id, reason.value)
 
-    async def _assign(self) -> None:
+    def _assign(self) -> None:
         for target in self._subscribed.values():
             if target.source is None:
                 source = self._source_for(target)
                 if source is not None:
-                    await self._attach(target, source)
+                    self._attach(target, source)
 
     def _source_for(self, target: SubscribedTrack) -> PublishedTrack | None:
         """The publisher track a free slot should carry, if any.
@@ -260,14 +261,14 @@ class RoomForwarder:
         shown = {t.source.participant_id for t in mine if t.source is not None}
         return next((s for s in candidates if s.participant_id not in shown), None)
 
-    async def _attach(self, target: SubscribedTrack, source: PublishedTrack) -> None:
+    def _attach(self, target: SubscribedTrack, source: PublishedTrack) -> None:
         target.source = source
         self._targets[source.track_id].append(target)
         if target.kind is MediaKind.VIDEO:
             target.waiting_keyframe = True
             # Without a keyframe at once, a browser subscriber can stay black.
             source.keyframe_urgent = True
-            await self._request_keyframe(source, self._monotonic())
+            self._request_keyframe(source, self._monotonic())
         log.info(
             "room %s: %s receives %s from %s",
             self.room_id,
@@ -287,6 +288,10 @@ class RoomForwarder:
     # --- RTP from a publisher ---------------------------------------------------------------
 
     async def on_rtp(self, source: PublishedTrack, packet: RtpPacket) -> None:
+        """:meth:`forward`, for callers on a coroutine."""
+        self.forward(source, packet)
+
+    def forward(self, source: PublishedTrack, packet: RtpPacket) -> None:
         """One RTP packet (already SRTP-unprotected and parsed) from a publisher."""
         if self._closed is not None or source.track_id not in self._published:
             return
@@ -333,18 +338,19 @@ class RoomForwarder:
             if source.missing.add(packet.sequence_number):
                 source.counters.nacks += 1
                 self.stats.nacks_sent_upstream += 1
-                await source.feedback.nack(packet.ssrc, source.missing.missing)
+                source.feedback.nack(packet.ssrc, source.missing.missing)
 
         if self._taps and self._tap(source, fmt, packet):
             source.keyframe_wanted = True
         targets = self._targets.get(source.track_id)
         if not targets:
             if self._taps and source.keyframe_wanted and fmt.is_video:
-                await self._request_keyframe(source, now)
+                self._request_keyframe(source, now)
             return
         keyframe: bool | None = None
         epoch: Hashable = (source.track_id, packet.ssrc)
-        abs_send_time = _abs_send_time()
+        abs_send_time = _abs_send_time().to_bytes(3, "big")
+        audio_level = packet.extensions.audio_level
         for target in targets:
             payload_type = target.payload_types.get(fmt)
             if payload_type is None:
@@ -362,23 +368,20 @@ class RoomForwarder:
             out = target.rewriter.map(epoch, packet.sequence_number, packet.timestamp, now)
             if out.new_epoch:
                 self._report_mapping(target, source, packet.ssrc, out.timestamp)
-            copy = RtpPacket(
+            data = target.header.build(
                 payload_type=payload_type,
                 marker=packet.marker,
                 sequence_number=out.sequence_number,
                 timestamp=out.timestamp,
-                ssrc=target.ssrc,
+                csrc=packet.csrc,
+                abs_send_time=abs_send_time,
+                audio_level=audio_level,
                 payload=packet.payload,
+                padding_size=packet.padding_size,
             )
-            copy.csrc = packet.csrc
-            copy.padding_size = packet.padding_size
-            copy.extensions.mid = target.mid
-            copy.extensions.abs_send_time = abs_send_time
-            copy.extensions.audio_level = packet.extensions.audio_level
-            data = copy.serialize(target.extensions)
             if target.history is not None:
                 target.history.put(out.sequence_number, data)
-            if await target.sink.send(data):
+            if target.sink.send(data):
                 target.counters.packets += 1
                 target.counters.octets += size
                 self.stats.packets_out += 1
@@ -400,7 +403,7 @@ class RoomForwarder:
                 # This keyframe answers every request made before it.
                 source.keyframe_wanted = False
         if source.keyframe_wanted or source.keyframe_urgent:
-            await self._request_keyframe(source, now)
+            self._request_keyframe(source, now)
 
     def _tap(self, source: PublishedTrack, fmt: CodecFormat, packet: RtpPacket) -> bool:
         wants_keyframe = False
@@ -451,19 +454,17 @@ class RoomForwarder:
         now = self._monotonic()
         if isinstance(packet, RtcpRtpfbPacket):
             if packet.fmt == RTCP_RTPFB_NACK:
-                await self._answer_nack(target, packet, now)
+                self._answer_nack(target, packet, now)
         elif isinstance(packet, RtcpPsfbPacket):
             if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                 target.counters.keyframe_requests += 1
                 if target.source is not None:
                     target.source.keyframe_wanted = True
-                    await self._request_keyframe(target.source, now)
+                    self._request_keyframe(target.source, now)
             elif packet.fmt == RTCP_PSFB_APP:
-                await self._handle_remb(target, packet, now)
+                self._handle_remb(target, packet, now)
 
-    async def _answer_nack(
-        self, target: SubscribedTrack, packet: RtcpRtpfbPacket, now: float
-    ) -> None:
+    def _answer_nack(self, target: SubscribedTrack, packet: RtcpRtpfbPacket, now: float) -> None:
         self.stats.nacks_received += 1
         target.counters.nacks += 1
         history = target.history
@@ -483,13 +484,11 @@ class RoomForwarder:
                     ssrc=target.rtx_ssrc,
                 )
                 target.rtx_sequence_number = (target.rtx_sequence_number + 1) % _SEQ_MOD
-            if await target.sink.send(data):
+            if target.sink.send(data):
                 target.counters.retransmissions += 1
                 self.stats.retransmissions_sent += 1
 
-    async def _handle_remb(
-        self, target: SubscribedTrack, packet: RtcpPsfbPacket, now: float
-    ) -> None:
+    def _handle_remb(self, target: SubscribedTrack, packet: RtcpPsfbPacket, now: float) -> None:
         try:
             bitrate, _ssrcs = unpack_remb_fci(packet.fci)
         except (ValueError, IndexError):
@@ -510,11 +509,11 @@ class RoomForwarder:
             return
         source.remb_sent, source.remb_sent_at = lowest, now
         self.stats.remb_sent_upstream += 1
-        await source.feedback.remb(lowest, [source.media_ssrc])
+        source.feedback.remb(lowest, [source.media_ssrc])
 
     # --- keyframes ----------------------------------------------------------------------------
 
-    async def _request_keyframe(self, source: PublishedTrack, now: float) -> None:
+    def _request_keyframe(self, source: PublishedTrack, now: float) -> None:
         """A PLI to the publisher, unless one went less than ``keyframe_interval`` ago."""
         if source.media_ssrc is None or source.kind is not MediaKind.VIDEO:
             return
@@ -526,4 +525,4 @@ class RoomForwarder:
         source.keyframe_sent_at = now
         source.counters.keyframe_requests += 1
         self.stats.keyframe_requests_sent += 1
-        await source.feedback.request_keyframe(source.media_ssrc)
+        source.feedback.request_keyframe(source.media_ssrc)

@@ -113,9 +113,9 @@ class _Inbound:
         )
         await self._peer.forwarder.publish(self.track)
 
-    async def rtp(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+    def rtp(self, packet: RtpPacket) -> None:
         if self.track is not None:
-            await self._peer.forwarder.on_rtp(self.track, packet)
+            self._peer.forwarder.forward(self.track, packet)
 
     async def rtcp(self, packet: AnyRtcpPacket) -> None:
         if self.track is not None:
@@ -168,6 +168,7 @@ class GatewayPeer:
         network: MediaNetwork,
         video_codecs: Sequence[VideoCodec] = (VideoCodec.VP8, VideoCodec.H264),
         history_size: int = 1024,
+        receive_queue_limit: int = 256,
         on_connected: Callable[[GatewayPeer], Awaitable[None]] | None = None,
     ) -> None:
         if not video_codecs:
@@ -178,6 +179,8 @@ class GatewayPeer:
         self.network = network
         self.video_codecs = tuple(video_codecs)
         self.history_size = history_size
+        self.receive_queue_limit = receive_queue_limit
+        self._fast_path: _aiortc.FastPath | None = None
         #: Tells this connection's tracks from those of the same participant's next one.
         self.leg_id = secrets.token_hex(4)
         self._pc: RTCPeerConnection | None = None
@@ -217,6 +220,11 @@ class GatewayPeer:
         return self._dropped_candidates
 
     @property
+    def fast_path(self) -> _aiortc.FastPath | None:
+        """What the synchronous data path did (packets, drops); None before the answer."""
+        return self._fast_path
+
+    @property
     def peer_connection(self) -> RTCPeerConnection | None:
         """The aiortc peer connection, for diagnostics and tests."""
         return self._pc
@@ -249,6 +257,8 @@ class GatewayPeer:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
             _aiortc.restrict_gathering(pc, self.network.addresses)
             await pc.setLocalDescription(await pc.createAnswer())
+            # Media from here on skips aiortc's receive queue and per-packet tasks.
+            self._fast_path = _aiortc.enable_fast_path(pc, queue_limit=self.receive_queue_limit)
         except _NEGOTIATION_ERRORS as exc:
             log.warning("%s: offer could not be applied (%s)", self, type(exc).__name__)
             await self.close(MediaCloseReason.SDP_REJECTED)

@@ -15,15 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiortc.rtcrtpparameters import (
-    RTCRtpCodecParameters,
-    RTCRtpHeaderExtensionParameters,
-    RTCRtpParameters,
-)
-from aiortc.rtp import HeaderExtensionsMap
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 
 from gateway.media.codecs import CodecFormat, codec_format
 from gateway.media.nack import MissingPackets
+from gateway.media.rtp_header import OutgoingHeader
 from gateway.media.rtp_history import PacketHistory
 from gateway.media.rtp_rewriter import SequenceRewriter
 
@@ -43,19 +39,21 @@ class MediaKind(enum.StrEnum):
 
 
 class UpstreamFeedback(Protocol):
-    """RTCP the gateway sends to a publisher."""
+    """RTCP the gateway sends to a publisher, sent before the call returns (never blocks)."""
 
-    async def request_keyframe(self, media_ssrc: int) -> None: ...
+    def request_keyframe(self, media_ssrc: int) -> None: ...
 
-    async def nack(self, media_ssrc: int, lost: list[int]) -> None: ...
+    def nack(self, media_ssrc: int, lost: list[int]) -> None: ...
 
-    async def remb(self, bitrate: int, ssrcs: list[int]) -> None: ...
+    def remb(self, bitrate: int, ssrcs: list[int]) -> None: ...
 
 
 class DownstreamSink(Protocol):
     """Where a subscriber's packets go, and what its sender reports say."""
 
-    async def send(self, data: bytes) -> bool: ...
+    def send(self, data: bytes) -> bool:
+        """Protect and send one RTP or RTCP packet now; False if the leg cannot send."""
+        ...
 
     def report(self, *, ntp_timestamp: int, rtp_timestamp: int) -> None: ...
 
@@ -169,8 +167,7 @@ class SubscribedTrack:
             self.payload_types.setdefault(fmt, payload_type)
         #: Media payload type -> the RTX payload type that retransmits it.
         self.rtx_payload_types = {apt: rtx for rtx, apt in _rtx_apts(codecs).items()}
-        self.extensions = HeaderExtensionsMap()
-        self.extensions.configure(RTCRtpParameters(headerExtensions=list(header_extensions)))
+        self.header = OutgoingHeader(ssrc=ssrc, mid=mid, header_extensions=header_extensions)
         self.sink = sink
         self.rewriter = SequenceRewriter(codecs[0].clockRate)
         self.history = PacketHistory(history_size) if kind is MediaKind.VIDEO else None

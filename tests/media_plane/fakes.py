@@ -122,13 +122,13 @@ class FakeFeedback:
     nacks: list[tuple[int, list[int]]] = field(default_factory=list)
     rembs: list[tuple[int, list[int]]] = field(default_factory=list)
 
-    async def request_keyframe(self, media_ssrc: int) -> None:
+    def request_keyframe(self, media_ssrc: int) -> None:
         self.keyframes.append(media_ssrc)
 
-    async def nack(self, media_ssrc: int, lost: list[int]) -> None:
+    def nack(self, media_ssrc: int, lost: list[int]) -> None:
         self.nacks.append((media_ssrc, list(lost)))
 
-    async def remb(self, bitrate: int, ssrcs: list[int]) -> None:
+    def remb(self, bitrate: int, ssrcs: list[int]) -> None:
         self.rembs.append((bitrate, list(ssrcs)))
 
 
@@ -139,7 +139,7 @@ class FakeSink:
     counts: tuple[int, int] = (0, 0)
     connected: bool = True
 
-    async def send(self, data: bytes) -> bool:
+    def send(self, data: bytes) -> bool:
         if not self.connected:
             return False
         self.sent.append(data)

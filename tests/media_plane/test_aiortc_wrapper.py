@@ -8,6 +8,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+from aioice import Connection
 from aiortc import (
     RTCConfiguration,
     RTCIceTransportPolicy,
@@ -126,12 +127,15 @@ async def test_a_receiver_or_sender_is_intercepted_once() -> None:
         async def nothing(*_args: object) -> None:
             return None
 
+        def ignore(*_args: object) -> None:
+            return None
+
         _aiortc.intercept_receiver(
-            transceiver.receiver, on_started=nothing, on_rtp=nothing, on_rtcp=nothing
+            transceiver.receiver, on_started=nothing, on_rtp=ignore, on_rtcp=nothing
         )
         with pytest.raises(RuntimeError, match="already"):
             _aiortc.intercept_receiver(
-                transceiver.receiver, on_started=nothing, on_rtp=nothing, on_rtcp=nothing
+                transceiver.receiver, on_started=nothing, on_rtp=ignore, on_rtcp=nothing
             )
         _aiortc.intercept_sender(transceiver.sender, on_started=nothing, on_feedback=nothing)
         with pytest.raises(RuntimeError, match="already"):
@@ -150,6 +154,34 @@ async def test_a_sender_sink_refuses_quietly_before_dtls() -> None:
     try:
         transceiver = pc.addTransceiver("video")
         sink = _aiortc.SenderSink(transceiver.sender)
-        assert await sink.send(b"\x80" + bytes(11)) is False
+        assert sink.send(b"\x80" + bytes(11)) is False
+    finally:
+        await pc.close()
+
+
+async def test_the_receive_queue_is_bounded() -> None:
+    connection = Connection(ice_controlling=True)
+    fast = _aiortc.FastPath(limit=3)
+    _aiortc._bound_queue(connection, fast)
+    for n in range(5):
+        connection.data_received(bytes([n]), 1)
+    assert connection._queue.qsize() == 3
+    assert fast.dropped == 2
+    # What is queued comes out in order; then there is room again.
+    assert [connection._queue.get_nowait()[0] for _ in range(3)] == [b"\x00", b"\x01", b"\x02"]
+    connection.data_received(b"\x09", 1)
+    assert connection._queue.qsize() == 1
+    assert fast.dropped == 2
+    await connection.close()
+
+
+async def test_the_fast_path_needs_intercepted_receivers_and_a_positive_limit() -> None:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver("video", direction="sendrecv")
+        with pytest.raises(RuntimeError, match="intercept_receiver"):
+            _aiortc.enable_fast_path(pc)
+        with pytest.raises(ValueError, match="positive"):
+            _aiortc.enable_fast_path(pc, queue_limit=0)
     finally:
         await pc.close()

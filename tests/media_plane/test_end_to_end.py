@@ -44,6 +44,11 @@ async def test_vp8_and_opus_are_decoded_at_the_far_end(
     assert stats.packets_out > 0
     assert stats.octets_out > 0
     assert stats.unknown_payload == 0
+    # Media came through the synchronous path, not aiortc's queue and tasks.
+    fast = pub.gateway.fast_path
+    assert fast is not None
+    assert fast.packets >= stats.packets_in * 0.9
+    assert fast.errors == 0
     (published_video,) = [t for t in room.forwarder.published if t.kind == "video"]
     (sent_video,) = [t for t in sub.gateway.subscribed if t.kind == "video"]
     assert published_video.counters.packets > 0
