@@ -119,6 +119,9 @@ class Settings:
     #: Client ICE candidates toward these ranges (CIDR) are ignored, beside the
     #: loopback, link-local and unspecified ones that always are.
     media_denied_ranges: tuple[str, ...] = ()
+    #: Sessions whose media this process carries at most; a new one past it is refused
+    #: (placement sends it to a media node with room). 0: no limit.
+    media_max_sessions: int = 0
     #: Log lines as ``text`` (one line, for people) or ``json`` (one object a line).
     log_format: str = "text"
     #: The gateway's log level: DEBUG, INFO, WARNING or ERROR.
@@ -247,6 +250,7 @@ _FIELDS: dict[str, _Parser] = {
     "media_addresses": _text_list,
     "media_allow_loopback": _flag,
     "media_denied_ranges": _text_list,
+    "media_max_sessions": _integer,
     "log_format": _text,
     "log_level": _text,
     "metrics_token": _text,
@@ -379,6 +383,7 @@ def _check(values: Mapping[str, Any]) -> list[str]:
         ("reconnect_grace", 0, 3600),
         ("host_away_grace", 0, 600),
         ("turn_ttl", 300, 86400),
+        ("media_max_sessions", 0, 100_000),
         ("shutdown_drain", 0, 60),
         ("audit_retention_days", 0, 36500),
         ("recording_retention_days", 0, 36500),

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from gateway.errors import PeerClosed
+from gateway.errors import MediaError, PeerClosed
 from gateway.media.codecs import VideoCodec
 from gateway.media.forwarder import PacketTap, RoomForwarder
 from gateway.media.ice_policy import MediaNetwork
@@ -47,8 +47,13 @@ class MediaRooms:
         network: MediaNetwork,
         video_codecs: Sequence[VideoCodec] = (VideoCodec.VP8, VideoCodec.H264),
         on_connected: Connected | None = None,
+        max_sessions: int = 0,
     ) -> None:
+        if max_sessions < 0:
+            raise ValueError("max_sessions must be 0 (no limit) or more")
         self.network = network
+        #: Sessions this process takes at most (0: no limit); see :attr:`full`.
+        self.max_sessions = max_sessions
         self.video_codecs = tuple(video_codecs)
         self._on_connected = on_connected
         self._forwarders: dict[str, RoomForwarder] = {}
@@ -104,6 +109,11 @@ class MediaRooms:
     def session_count(self) -> int:
         return len(self._forwarders)
 
+    @property
+    def full(self) -> bool:
+        """Whether a new session would be refused here (its existing ones still grow)."""
+        return 0 < self.max_sessions <= len(self._forwarders)
+
     def totals(self) -> ForwardedTotals:
         """Forwarded since start: closed sessions' counts plus the live ones'."""
         packets = dict(self._retired.packets)
@@ -122,11 +132,16 @@ class MediaRooms:
         """The gateway's answer to a participant's offer; their previous peer is replaced.
 
         Raises :class:`~gateway.errors.SdpRejected` for an offer that cannot be answered
-        (the new peer is then closed) and :class:`~gateway.errors.PeerClosed` while the
-        process shuts down.
+        (the new peer is then closed), :class:`~gateway.errors.PeerClosed` while the
+        process shuts down, and :class:`~gateway.errors.MediaError` for a new session
+        while this process is :attr:`full`: past its measured capacity a node would lose
+        packets for every session it carries, so the newcomer is turned away instead.
         """
         if self._closed:
             raise PeerClosed(reason=MediaCloseReason.SHUTDOWN.value)
+        if session_id not in self._forwarders and self.full:
+            log.warning("media node full (%d sessions): a new session refused", self.max_sessions)
+            raise MediaError("this media node is at capacity")
         previous = self._peers.pop(participant_id, None)
         if previous is not None:
             await previous.close(MediaCloseReason.RENEGOTIATED)

@@ -6,7 +6,8 @@ peer of the session must feed the same forwarder. With one process (MemoryStore)
 :class:`RedisRouter` keeps the map in Redis:
 
 * every process is a media node: it beats every second (a key that expires after
-  ``NODE_TTL`` seconds) and publishes its load (its peers);
+  ``NODE_TTL`` seconds) and publishes its load (its peers; a full node, see
+  ``QUIETROOM_MEDIA_MAX_SESSIONS``, adds ``FULL_LOAD`` so it is picked last);
 * a session is placed on the least loaded live node when its media is first needed,
   in one Lua script, so two processes never place it twice;
 * offers, candidates and closes for a session on another node travel as requests over
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 #: A node that has not beaten for this long is gone, seconds.
 NODE_TTL = 3.0
 BEAT_INTERVAL = 1.0
+#: Added to a full node's published load (its peers), so placement picks it last.
+FULL_LOAD = 1_000_000
 #: How long a request to another node may take (an answer gathers candidates).
 REQUEST_TIMEOUT = 10.0
 
@@ -308,6 +311,10 @@ class RedisRouter:
 
     async def _beat(self) -> None:
         load = self.rooms.peer_count
+        if self.rooms.full:
+            # Last choice for placement: only when every node is full does it get (and
+            # refuse) a new session.
+            load += FULL_LOAD
         await self._client.set(self._node_prefix + self.node_id, load, px=int(NODE_TTL * 1000))
         await self._client.hset(self._load_key, self.node_id, load)
 

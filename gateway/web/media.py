@@ -38,7 +38,9 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         await services.waiting_room.joined_media(participant_id)
 
     rooms = app[MEDIA] = MediaRooms(
-        network=MediaNetwork.from_settings(app[SETTINGS]), on_connected=connected
+        network=MediaNetwork.from_settings(app[SETTINGS]),
+        on_connected=connected,
+        max_sessions=app[SETTINGS].media_max_sessions,
     )
     seen = ForwardedTotals(packets=dict.fromkeys(MediaKind, 0), octets=dict.fromkeys(MediaKind, 0))
 
