@@ -77,24 +77,37 @@ def withdraw(record: ConsentRecord, *, at: float) -> ConsentRecord:
 
 
 def may_record(
-    participants: Iterable[str], consents: Iterable[ConsentRecord], *, session_id: str
+    participants: Iterable[str],
+    consents: Iterable[ConsentRecord],
+    *,
+    session_id: str,
+    version: str | None = None,
 ) -> RecordingDecision:
-    """May this session be recorded now? Nobody present means no."""
+    """May this session be recorded now? Nobody present means no. With ``version``,
+    only a consent to that text counts: agreeing to an older wording is not agreeing to
+    the one in force."""
     present = sorted(set(participants))
     consenting = {
         c.participant_id
         for c in consents
-        if c.kind is ConsentKind.RECORDING and c.session_id == session_id and c.live
+        if c.kind is ConsentKind.RECORDING
+        and c.session_id == session_id
+        and c.live
+        and (version is None or c.text_version == version)
     }
     lacking = tuple(p for p in present if p not in consenting)
     return RecordingDecision(allowed=bool(present) and not lacking, lacking=lacking)
 
 
 def require_recording_consent(
-    participants: Iterable[str], consents: Iterable[ConsentRecord], *, session_id: str
+    participants: Iterable[str],
+    consents: Iterable[ConsentRecord],
+    *,
+    session_id: str,
+    version: str | None = None,
 ) -> None:
     """Raise :class:`ConsentMissing`, naming who lacks consent, unless recording may run."""
-    decision = may_record(participants, consents, session_id=session_id)
+    decision = may_record(participants, consents, session_id=session_id, version=version)
     if not decision.allowed:
         raise ConsentMissing(kind=ConsentKind.RECORDING.value, lacking=decision.lacking)
 

@@ -115,7 +115,11 @@ class TrackClock:
         if placed is None:
             return None
         reference, base = placed
-        pts = max(0, base + _signed_ts(timestamp - reference))
+        unclamped = base + _signed_ts(timestamp - reference)
+        # The reference follows the stream, so a delta never nears half the 32-bit range
+        # however long it runs (2**31 ticks are 6.6 hours of video).
+        self._epochs[epoch] = (timestamp, unclamped)
+        pts = max(0, unclamped)
         if self._last is not None and pts <= self._last:
             pts = self._last + 1
         self._last = pts
@@ -317,6 +321,8 @@ class SessionRecorder:
         current = self._video_source
         if source is current:
             return True
+        if source.participant_id not in self._audio_index:
+            return False  # only those present (and consenting) when it started
         if (
             current is None
             or now - self._video_seen_at > 1.0  # the current one stopped sending

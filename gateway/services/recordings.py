@@ -32,7 +32,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from gateway.clock import Clock
 from gateway.domain.consent import (
@@ -46,6 +46,7 @@ from gateway.domain.ids import new_id
 from gateway.domain.model import BrowserSession, Role
 from gateway.domain.recording import (
     RECORDING_CONSENT,
+    ConsentLink,
     ConsentText,
     Recording,
     SealedFile,
@@ -174,10 +175,13 @@ class RecordingService:
         self._watchdog: asyncio.Task[None] | None = None
         #: The recordings this process writes (started here, not finished yet).
         self._local: dict[str, Recording] = {}
+        self._consents_at_start: dict[str, tuple[ConsentLink, ...]] = {}
         self._unfinished: dict[str, _Unfinished] = {}
         #: Since when the store could not be reached by the watchdog (None: it can).
         self._store_down_since: float | None = None
         self._checks = 0
+        #: The check of each recording written here that is still running.
+        self._checking: dict[str, asyncio.Task[None]] = {}
         self._closing = asyncio.Event()
 
     # --- the media plane ---------------------------------------------------------------------
@@ -214,6 +218,12 @@ class RecordingService:
             except TimeoutError:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        checks, self._checking = list(self._checking.values()), {}
+        if checks:
+            _, late = await asyncio.wait(checks, timeout=_CLOSE_TIMEOUT)
+            for check in late:
+                check.cancel()
+            await asyncio.gather(*checks, return_exceptions=True)
         self._backend = None
 
     async def stop_all(self, reason: StopReason = StopReason.SHUTDOWN) -> None:
@@ -237,7 +247,8 @@ class RecordingService:
     async def consent_of(self, participant_id: str, appointment_id: str) -> ConsentState:
         records = await self._store.list_consents(appointment_id)
         live = _live_recording_consent(records, participant_id, appointment_id)
-        if live is None:
+        if live is None or live.text_version != self._consent_text.version:
+            # A consent to an older wording does not count: the page asks again.
             return ConsentState(given=False, version=self._consent_text.version)
         return ConsentState(given=True, version=live.text_version)
 
@@ -365,15 +376,13 @@ class RecordingService:
             active = await self._store.active_recording(appointment_id)
             if active is not None:
                 if active.alive(now=now, stale_after=self._stale_after):
+                    if active.stop_reason is not None:
+                        raise NotAllowed("the recording is stopping; try again in a moment")
                     return active
                 await self._stop(active, StopReason.LOST, actor=_GATEWAY)
-            audience = recording_audience(await self._store.list_participants(appointment_id))
-            decision = may_record(
-                audience, await self._store.list_consents(appointment_id), session_id=appointment_id
-            )
-            if not decision.allowed:
-                await self._refuse(seat, host, "consent_missing", lacking=len(decision.lacking))
-                lacking = [p for p in audience if p in decision.lacking]  # the host first
+            audience, lacking = await self._audience(appointment_id)
+            if lacking:
+                await self._refuse(seat, host, "consent_missing", lacking=len(lacking))
                 raise ConsentMissing(kind=ConsentKind.RECORDING.value, lacking=lacking)
             here = backend.here(appointment_id)
             recording = Recording(
@@ -392,6 +401,19 @@ class RecordingService:
                 if current is not None:
                     return current  # another process started one just now
                 raise NotAllowed("recording could not start; please try again")
+            # A withdrawal or an admission that landed after the check above found no
+            # recording to stop. From now on the record exists and they will; look again
+            # before any media is taken.
+            reason = await self._must_stop(recording)
+            if reason is not None:
+                await self._store.finish_recording(
+                    recording.id,
+                    stopped_at=self._clock.now(),
+                    reason=reason,
+                    sealed=None,
+                    consents=(),
+                )
+                await self._refused_by(seat, host, reason)
             if here:
                 try:
                     await self._begin_here(recording, seat.participant.id)
@@ -416,13 +438,38 @@ class RecordingService:
             reason = await self._must_stop(recording)
             if reason is not None:
                 await self._stop(recording, reason, actor=_GATEWAY)
+                await self._refused_by(seat, host, reason, audit=False)
             return recording
+
+    async def _refused_by(
+        self, seat: Seat, host: BrowserSession, reason: StopReason, *, audit: bool = True
+    ) -> NoReturn:
+        """Raise what the host is told when a start cannot go on after all (and, unless
+        it was started and stopped, audit the refusal)."""
+        if reason in (StopReason.CONSENT_WITHDRAWN, StopReason.PARTICIPANT_WITHOUT_CONSENT):
+            _, lacking = await self._audience(seat.appointment.id)
+            if audit:
+                await self._refuse(seat, host, "consent_missing", lacking=len(lacking))
+            raise ConsentMissing(kind=ConsentKind.RECORDING.value, lacking=lacking)
+        if audit:
+            await self._refuse(seat, host, reason.value)
+        if reason is StopReason.SESSION_ENDED:
+            raise NotAllowed("the session has ended")
+        raise NotAllowed("recording could not start; please try again")
 
     async def _begin_here(self, recording: Recording, host_id: str) -> None:
         """Start writing ``recording`` on this process; its record is finished as failed
         if the recorder cannot start."""
         assert self._backend is not None
         self._local[recording.id] = recording
+        # The consents it starts on, kept here too: an erasure may remove their records
+        # before the recording stops, and its record must still name them.
+        self._consents_at_start[recording.id] = consents_covering(
+            await self._store.list_consents(recording.appointment_id),
+            session_id=recording.appointment_id,
+            started_at=self._clock.now(),
+            stopped_at=self._clock.now(),
+        )
         try:
             await self._backend.begin(
                 recording_id=recording.id,
@@ -432,6 +479,7 @@ class RecordingService:
             )
         except Exception:
             self._local.pop(recording.id, None)
+            self._consents_at_start.pop(recording.id, None)
             await self._store.finish_recording(
                 recording.id,
                 stopped_at=self._clock.now(),
@@ -486,7 +534,9 @@ class RecordingService:
             return StopReason.SESSION_ENDED
         audience = recording_audience(await self._store.list_participants(appointment.id))
         records = await self._store.list_consents(appointment.id)
-        decision = may_record(audience, records, session_id=appointment.id)
+        decision = may_record(
+            audience, records, session_id=appointment.id, version=self._consent_text.version
+        )
         if decision.allowed:
             return None
         withdrawn = any(
@@ -540,6 +590,9 @@ class RecordingService:
                 started_at=recording.started_at,
                 stopped_at=stopped_at,
             )
+            kept = set(self._consents_at_start.get(recording.id, ())) - set(links)
+            if kept:
+                links = tuple(sorted((*links, *kept), key=lambda c: (c.given_at, c.participant_id)))
             finished, record = await self._store.finish_recording(
                 recording.id, stopped_at=stopped_at, reason=reason, sealed=sealed, consents=links
             )
@@ -549,6 +602,7 @@ class RecordingService:
             raise
         self._unfinished.pop(recording.id, None)
         self._local.pop(recording.id, None)
+        self._consents_at_start.pop(recording.id, None)
         record = record or recording
         if not finished:
             return record
@@ -589,11 +643,20 @@ class RecordingService:
         await self._publish(EventKind.RECORDING_REFUSED, seat, extra={"reason": reason})
 
     async def _lacking(self, appointment_id: str) -> list[str]:
+        _, lacking = await self._audience(appointment_id)
+        return lacking
+
+    async def _audience(self, appointment_id: str) -> tuple[list[str], list[str]]:
+        """Who is in the session now (the host first), and who of them lacks a live
+        consent to the current text (ids, in the same order)."""
         audience = recording_audience(await self._store.list_participants(appointment_id))
         decision = may_record(
-            audience, await self._store.list_consents(appointment_id), session_id=appointment_id
+            audience,
+            await self._store.list_consents(appointment_id),
+            session_id=appointment_id,
+            version=self._consent_text.version,
         )
-        return [p for p in audience if p in decision.lacking]
+        return list(audience), [p for p in audience if p in decision.lacking]
 
     async def _host_seat(self, host: BrowserSession) -> Seat:
         if host.role is not Role.HOST or not host.verified:
@@ -710,18 +773,42 @@ class RecordingService:
         self._checks += 1
         if self._checks % _ADOPT_EVERY == 0:
             await self._adopt(backend)
+        # Each recording in a task of its own: one that is slow to seal (or whose
+        # appointment's lock a host's stop holds while it seals) must delay neither the
+        # checks of the others nor the next look; it is looked at again once done.
         for recording_id in backend.recording_ids():
-            recording = await self._store.touch_recording(recording_id, at=self._clock.now())
-            if recording is None or not recording.active:
-                # Finished by another process (this one was thought dead): seal, keep nothing.
-                backend.halt(recording_id)
-                await backend.end(recording_id)
-                log.warning("recording %s was finished elsewhere while written here", recording_id)
+            if recording_id not in self._checking:
+                self._checking[recording_id] = asyncio.create_task(
+                    self._check_recording(backend, recording_id), name="recording check"
+                )
+        if not self._checking:
+            return
+        await asyncio.wait(list(self._checking.values()), timeout=self._check_interval)
+        failure: BaseException | None = None
+        for recording_id, task in list(self._checking.items()):
+            if not task.done():
                 continue
-            async with self._lock(recording.appointment_id):
-                reason = await self._must_stop(recording)
-                if reason is not None and backend.has(recording_id):
-                    await self._stop(recording, reason, actor=_GATEWAY)
+            del self._checking[recording_id]
+            if not task.cancelled() and task.exception() is not None and failure is None:
+                failure = task.exception()
+        if failure is not None:
+            raise failure
+
+    async def _check_recording(self, backend: RecorderBackend, recording_id: str) -> None:
+        recording = await self._store.touch_recording(recording_id, at=self._clock.now())
+        if recording is None or not recording.active:
+            # Finished by another process (this one was thought dead): stop writing, and
+            # let a later recording of the session be taken up here.
+            backend.halt(recording_id)
+            self._local.pop(recording_id, None)
+            self._consents_at_start.pop(recording_id, None)
+            await backend.end(recording_id)
+            log.warning("recording %s was finished elsewhere while written here", recording_id)
+            return
+        async with self._lock(recording.appointment_id):
+            reason = await self._must_stop(recording)
+            if reason is not None and backend.has(recording_id):
+                await self._stop(recording, reason, actor=_GATEWAY)
 
     async def _adopt(self, backend: RecorderBackend) -> None:
         """For the sessions whose media is here: claim and start their recordings started
@@ -733,17 +820,25 @@ class RecordingService:
             recording = await self._store.active_recording(session_id)
             if recording is None or recording.stop_reason is not None:
                 continue
+            now = self._clock.now()
             if recording.node:
-                if not recording.alive(now=self._clock.now(), stale_after=self._stale_after):
+                if not recording.alive(now=now, stale_after=self._stale_after):
                     # Its writer died (the session's media moved here): everyone is told.
                     async with self._lock(session_id):
                         await self._stop(recording, StopReason.LOST, actor=_GATEWAY)
                 continue
             async with self._lock(session_id):
-                claimed = await self._store.claim_recording(
-                    recording.id, node=self.node, at=self._clock.now()
-                )
+                if now - recording.started_at >= self._stale_after:
+                    # Nobody took it up in time; pages have shown it as not recording
+                    # since (status): starting it now would record unannounced.
+                    await self._finish(recording, StopReason.LOST, sealed=None, actor=_GATEWAY)
+                    continue
+                claimed = await self._store.claim_recording(recording.id, node=self.node, at=now)
                 if claimed is None:
+                    continue
+                reason = await self._must_stop(claimed)
+                if reason is not None:  # what changed since the start was not seen there
+                    await self._finish(claimed, reason, sealed=None, actor=_GATEWAY)
                     continue
                 log.info(
                     "recording %s taken up where the media is",

@@ -368,6 +368,24 @@ async def test_a_recording_stopped_before_any_media_is_sealed_empty(
     assert report.sealed_hash == sealed.sealed_hash
 
 
+async def test_video_of_someone_who_joined_after_the_start_is_not_taken(
+    tmp_path: Path, keyring: RecordingKeyring, vp8_frames: list[Encoded]
+) -> None:
+    clock = FakeClock()
+    recorder = recorder_in(tmp_path, keyring, clock, video_wait=0.0)
+    recorder.start()
+    newcomer, _ = published("ptc_newcomer", kind=MediaKind.VIDEO, codecs=vp8())
+    host_video, _ = published(HOST, kind=MediaKind.VIDEO, codecs=vp8())
+    packets = list(packetize(vp8_frames, "vp8"))
+    for packet in packets:
+        recorder.tap(newcomer, fmt_of(newcomer), packet)
+    assert recorder.stats.video_frames == 0
+    for packet in packets:
+        recorder.tap(host_video, fmt_of(host_video), packet)
+    assert recorder.stats.video_frames > 0
+    await recorder.stop()
+
+
 async def test_nothing_is_taken_after_halt(
     tmp_path: Path, keyring: RecordingKeyring, opus_frames: list[Encoded]
 ) -> None:
@@ -435,6 +453,15 @@ def test_track_clock_never_gives_negative_pts() -> None:
     clock.begin("a", timestamp=0, at=9.9)
     assert clock.pts("a", 0) == 0
     assert clock.pts("a", 9600) == 4800
+
+
+def test_track_clock_runs_on_past_half_the_timestamp_range() -> None:
+    # 2**31 ticks of 90 kHz video are 6.6 hours: a session that long keeps counting up.
+    clock = TrackClock(clock_rate=90000, start=0.0)
+    clock.begin("a", timestamp=5, at=0.0)
+    step = 1 << 29
+    pts = [clock.pts("a", (5 + i * step) % (1 << 32)) for i in range(20)]
+    assert pts == [i * step for i in range(20)]
 
 
 def test_streams_of_one_sender_line_up_on_its_ntp_clock() -> None:

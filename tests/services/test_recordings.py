@@ -17,10 +17,16 @@ from gateway.clock import FrozenClock
 from gateway.domain.consent import ConsentKind
 from gateway.domain.ids import new_id
 from gateway.domain.model import BrowserSession, RoomPolicy
-from gateway.domain.recording import RECORDING_CONSENT, Recording, SealedFile, StopReason
+from gateway.domain.recording import (
+    RECORDING_CONSENT,
+    ConsentText,
+    Recording,
+    SealedFile,
+    StopReason,
+)
 from gateway.errors import ConsentMissing, NotAllowed, StoreUnavailable
 from gateway.services import Event, EventKind, Services
-from gateway.services.recordings import RecordingService
+from gateway.services.recordings import ConsentState, RecordingService
 from gateway.services.webhooks import WebhookDispatcher
 from gateway.storage import Store
 from tests.factories import Seeded, make_settings, seed
@@ -235,6 +241,89 @@ async def test_consent_needs_the_text_version_shown(
     assert [(r.participant_id, r.kind, r.text_version) for r in records] == [
         (seeded.client.id, ConsentKind.RECORDING, VERSION)
     ]
+
+
+async def test_a_consent_to_an_older_text_does_not_count(
+    services: Services, clock: FrozenClock
+) -> None:
+    seeded = await seed(services, policy=ALLOWED)
+    host, client = await in_session(services, seeded)
+    await everyone_agrees(services, host, client)  # to the text in force until now
+    reworded = ConsentText(version="recording-2099-1", text="New words.")
+    recordings = RecordingService(
+        store=services.store,
+        clock=clock,
+        audit=services.audit,
+        events=services.events,
+        waiting_room=services.waiting_room,
+        consent_text=reworded,
+    )
+    await recordings.attach(FakeRecorder())
+    try:
+        assert await recordings.consent_of(seeded.client.id, seeded.appointment.id) == (
+            ConsentState(given=False, version=reworded.version)
+        )
+        with pytest.raises(ConsentMissing) as refused:
+            await recordings.start(host)
+        assert refused.value.lacking == (seeded.host.id, seeded.client.id)
+        assert await recordings.ask(host) == [seeded.host.id, seeded.client.id]
+        await recordings.set_consent(host, version=reworded.version, given=True)
+        await recordings.set_consent(client, version=reworded.version, given=True)
+        assert (await recordings.start(host)).active
+    finally:
+        await recordings.detach()
+
+
+async def test_a_withdrawal_during_the_start_is_seen_before_any_media_is_taken(
+    services: Services, recorder: FakeRecorder, events: list[Event]
+) -> None:
+    seeded = await seed(services, policy=ALLOWED)
+    host, client = await in_session(services, seeded)
+    await everyone_agrees(services, host, client)
+    store = services.store
+    begin_recording = store.begin_recording
+
+    async def a_withdrawal_lands_first(recording: Recording) -> bool:
+        # The client withdraws (another socket, another process) after the start's check.
+        await services.recordings.set_consent(client, version=VERSION, given=False)
+        return await begin_recording(recording)
+
+    store.begin_recording = a_withdrawal_lands_first  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ConsentMissing) as refused:
+            await services.recordings.start(host)
+    finally:
+        store.begin_recording = begin_recording  # type: ignore[method-assign]
+    assert refused.value.lacking == (seeded.client.id,)
+    assert recorder.calls == []  # the recorder never began
+    assert await store.active_recording(seeded.appointment.id) is None
+    kinds = [e.kind for e in events if e.kind.value.startswith("recording.")]
+    assert kinds == [EventKind.RECORDING_REFUSED]
+
+
+async def test_a_start_stopped_at_once_is_answered_as_refused(
+    services: Services, recorder: FakeRecorder
+) -> None:
+    seeded = await seed(services, policy=ALLOWED)
+    host, client = await in_session(services, seeded)
+    await everyone_agrees(services, host, client)
+    begin = recorder.begin
+
+    async def a_withdrawal_lands_while_the_recorder_starts(**options: object) -> None:
+        await begin(**options)  # type: ignore[arg-type]
+        await services.store.withdraw_consent(
+            participant_id=seeded.client.id,
+            session_id=seeded.appointment.id,
+            kind=ConsentKind.RECORDING,
+            at=services.clock.now(),
+        )
+
+    recorder.begin = a_withdrawal_lands_while_the_recorder_starts  # type: ignore[method-assign]
+    with pytest.raises(ConsentMissing):
+        await services.recordings.start(host)
+    assert recorder.open == {}
+    status = await services.recordings.status(await services.waiting_room.seat_of(host))
+    assert not status.active
 
 
 async def test_a_removed_client_gives_no_consent(
@@ -453,6 +542,26 @@ async def test_a_recorder_that_fails_to_start_is_a_refusal(
     assert record.stop_reason is StopReason.FAILED
 
 
+async def test_the_record_still_names_the_consents_of_someone_erased_while_it_ran(
+    services: Services, recorder: FakeRecorder, clock: FrozenClock
+) -> None:
+    seeded = await seed(services, policy=ALLOWED)
+    host, client = await in_session(services, seeded)
+    await everyone_agrees(services, host, client)
+    recording = await services.recordings.start(host)
+    clock.advance(30)
+    owner = await services.store.get_host(seeded.room.host_id)
+    assert owner is not None
+    await services.erasure.erase(owner.platform_id, seeded.client.id, actor="test")
+    clock.advance(30)
+
+    stopped = await services.recordings.stop(host)
+
+    assert stopped is not None
+    assert stopped.id == recording.id
+    assert {c.participant_id for c in stopped.consents} == {seeded.host.id, seeded.client.id}
+
+
 # --- the watchdog --------------------------------------------------------------------------------
 
 
@@ -634,6 +743,90 @@ async def test_an_unclaimed_recording_stops_without_a_file(services: Services) -
         assert recording.id == stopped.id
     finally:
         await services.recordings.detach()
+
+
+async def test_an_unclaimed_recording_too_old_to_take_up_is_lost(
+    services: Services, clock: FrozenClock
+) -> None:
+    seeded = await seed(services, policy=ALLOWED)
+    host, client = await in_session(services, seeded)
+    await everyone_agrees(services, host, client)
+    recordings = await fast_service(services)
+    fake = FakeRecorder()
+    fake.media = set()
+    await recordings.attach(fake)
+    try:
+        recording = await recordings.start(host)
+        clock.advance(6)  # pages show it as not recording by now (status)
+        fake.media = {seeded.appointment.id}
+        record = await wait_until_finished(services, recording.id)
+        assert record.stop_reason is StopReason.LOST
+        assert fake.calls == []
+    finally:
+        await recordings.detach()
+
+
+async def test_a_recording_taken_up_elsewhere_is_checked_first(services: Services) -> None:
+    seeded = await seed(services, policy=ALLOWED)
+    host, client = await in_session(services, seeded)
+    await everyone_agrees(services, host, client)
+    recordings = await fast_service(services)
+    fake = FakeRecorder()
+    fake.media = set()
+    await recordings.attach(fake)
+    try:
+        recording = await recordings.start(host)
+        # A withdrawal this process's bus never carried, before the media came here.
+        await services.store.withdraw_consent(
+            participant_id=seeded.client.id,
+            session_id=seeded.appointment.id,
+            kind=ConsentKind.RECORDING,
+            at=services.clock.now(),
+        )
+        fake.media = {seeded.appointment.id}
+        record = await wait_until_finished(services, recording.id)
+        assert record.stop_reason is StopReason.CONSENT_WITHDRAWN
+        assert fake.calls == []
+    finally:
+        await recordings.detach()
+
+
+async def test_a_slow_seal_does_not_delay_stopping_another_recording(
+    services: Services,
+) -> None:
+    first, second = await seed(services, policy=ALLOWED), await seed(services, policy=ALLOWED)
+    sessions = [await in_session(services, seeded) for seeded in (first, second)]
+    for host, client in sessions:
+        await everyone_agrees(services, host, client)
+    recordings = await fast_service(services)
+    sealing = asyncio.Event()
+
+    class SlowToSeal(FakeRecorder):
+        async def end(self, recording_id: str) -> SealedFile | None:
+            if self.open.get(recording_id, ("",))[0] == first.appointment.id:
+                await sealing.wait()
+            return await super().end(recording_id)
+
+    fake = SlowToSeal()
+    await recordings.attach(fake)
+    try:
+        slow = await recordings.start(sessions[0][0])
+        other = await recordings.start(sessions[1][0])
+        await services.store.request_recording_stop(slow.id, reason=StopReason.HOST)
+        await asyncio.sleep(0.1)  # the watchdog is now sealing the first, slowly
+        await services.store.withdraw_consent(
+            participant_id=second.client.id,
+            session_id=second.appointment.id,
+            kind=ConsentKind.RECORDING,
+            at=services.clock.now(),
+        )
+        record = await wait_until_finished(services, other.id)
+        assert record.stop_reason is StopReason.CONSENT_WITHDRAWN
+        sealing.set()
+        assert (await wait_until_finished(services, slow.id)).stop_reason is StopReason.HOST
+    finally:
+        sealing.set()
+        await recordings.detach()
 
 
 async def test_the_media_node_finishes_a_recording_whose_writer_died(
