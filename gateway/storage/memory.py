@@ -587,6 +587,13 @@ class MemoryStore:
             members = [p for p in self._participants.values() if p.appointment_id == appointment_id]
             for participant in members:
                 self._forget_participant(participant, at=at, reason=GoneReason.RETENTION)
+            # A secret written for an erased participant as it was erased (decision 0004)
+            # goes too, as in Redis, where the id stays listed under its appointment.
+            for gone in [
+                i for i, t in self._tombstones.items() if t.appointment_id == appointment_id
+            ]:
+                for table in (self._totp_secrets, self._totp_steps, self._totp_attempts):
+                    table.pop(gone, None)
             doomed = [h for h, s in self._sessions.items() if s.appointment_id == appointment_id]
             for session_hash in doomed:
                 del self._sessions[session_hash]

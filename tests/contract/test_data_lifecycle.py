@@ -478,6 +478,20 @@ async def test_erased_then_purged_keeps_the_erasure_tombstone(store: Store) -> N
     assert gone.reason is GoneReason.RETENTION
 
 
+async def test_a_secret_written_as_its_participant_was_erased_goes_with_the_purge(
+    store: Store,
+) -> None:
+    appointment = await an_appointment(store, ended_at=T0 + DAY)
+    zelda = await a_participant(store, appointment.id)
+    assert await erase(store, zelda) is not None
+    # An enrolment that raced the erasure (decision 0004) wrote after it.
+    await store.set_totp_secret(zelda.id, "JBSWY3DPEHPK3PXP")
+    await store.purge_ended_appointments(
+        ended_before=T0 + 2 * DAY, limit=10, actor="retention", at=T0 + 3 * DAY
+    )
+    assert await store.get_totp_secret(zelda.id) is None
+
+
 async def test_forgetting_purged_appointments_removes_what_was_left(store: Store) -> None:
     oldest = await an_appointment(store, ended_at=T0)
     old = await an_appointment(store, ended_at=T0 + DAY)
