@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyotp
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, expect
+from playwright.async_api import Browser, ConsoleMessage, Page, WebSocketRoute, expect
 
 from gateway.domain.model import Participant
 from tests.factories import Seeded
@@ -19,6 +21,7 @@ __all__ = [
     "PHONE",
     "SCREENSHOTS",
     "WIDE",
+    "SocketTap",
     "Tab",
     "bounded",
     "call_bounded",
@@ -101,6 +104,88 @@ async def new_tab(browser: Browser, *, viewport: dict[str, int] | None = None) -
     page.on("console", on_console)
     page.on("pageerror", lambda error: tab.errors.append(f"pageerror: {error}"))
     return tab
+
+
+class SocketTap:
+    """Stands between a page and the gateway's socket on one namespace: notes the calls
+    the page makes, and holds, drops or itself gives the answers to chosen events. Attach
+    it before the page connects."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        #: Every call the page made, in order: (event, payload or None).
+        self.calls: list[tuple[str, Any]] = []
+        #: The gateway's answers to these events are kept until :meth:`release`.
+        self.holding: set[str] = set()
+        #: The gateway's answers to these events never reach the page.
+        self.dropping: set[str] = set()
+        #: event -> (events sent the page before the answer, the answer, events after):
+        #: the gateway never sees these calls.
+        self.fakes: dict[
+            str, tuple[list[tuple[str, Any]], dict[str, Any], list[tuple[str, Any]]]
+        ] = {}
+        self._asked: dict[str, str] = {}  # ack id -> event, for calls the gateway answers
+        self._held: list[tuple[WebSocketRoute, str]] = []
+        self._call = re.compile(rf"^42{re.escape(namespace)},(?P<ack>\d+)(?P<body>\[.*)$", re.S)
+        self._answer = re.compile(rf"^43{re.escape(namespace)},(?P<ack>\d+)\[", re.S)
+
+    async def attach(self, page: Page) -> None:
+        await page.route_web_socket("**/socket.io/**", self._route)
+
+    def fake(
+        self,
+        event: str,
+        answer: dict[str, Any],
+        *,
+        before: list[tuple[str, Any]] | None = None,
+        after: list[tuple[str, Any]] | None = None,
+    ) -> None:
+        """Answer ``event`` with ``answer`` instead of the gateway, sending the page the
+        events ``before`` first and ``after`` next, as (name, data)."""
+        self.fakes[event] = (before or [], answer, after or [])
+
+    def calls_of(self, event: str) -> list[Any]:
+        return [payload for name, payload in self.calls if name == event]
+
+    def release(self) -> None:
+        """Let the held answers through, in order."""
+        held, self._held = self._held, []
+        for ws, message in held:
+            ws.send(message)
+
+    def _route(self, ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            match = self._call.match(message) if isinstance(message, str) else None
+            if match is None:
+                server.send(message)
+                return
+            event, *payload = json.loads(match["body"])
+            self.calls.append((event, payload[0] if payload else None))
+            if event in self.fakes:
+                before, answer, after = self.fakes[event]
+                for name, data in before:
+                    ws.send(f"42{self.namespace},{json.dumps([name, data])}")
+                ws.send(f"43{self.namespace},{match['ack']}{json.dumps([answer])}")
+                for name, data in after:
+                    ws.send(f"42{self.namespace},{json.dumps([name, data])}")
+                return
+            self._asked[match["ack"]] = event
+            server.send(message)
+
+        def from_server(message: str | bytes) -> None:
+            match = self._answer.match(message) if isinstance(message, str) else None
+            event = self._asked.pop(match["ack"], None) if match else None
+            if event in self.dropping:
+                return
+            if event in self.holding:
+                self._held.append((ws, message))
+                return
+            ws.send(message)
+
+        ws.on_message(from_page)
+        server.on_message(from_server)
 
 
 async def video_frames_decoded(page: Page) -> int:

@@ -1,28 +1,32 @@
 """Recording in the browser: refused until everyone has agreed (the host is told who has
 not, by name), the consent question on both sides, the indicator everyone sees, and a
-withdrawal from the call screen that stops the recording on both pages."""
+withdrawal from the call screen that stops the recording on both pages. Then what the
+pages do when answers are lost, slow, or come after the gateway changed its mind."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, Page, expect
 
+from gateway.domain.consent import ConsentKind
 from gateway.domain.model import RoomPolicy
 from gateway.domain.recording import RECORDING_CONSENT, StopReason
 from gateway.settings import new_recording_key
 from tests.browser.kit import (
     LOOPBACK_MEDIA,
+    SocketTap,
+    Tab,
     call_bounded,
     client_to_waiting,
     host_console,
     new_tab,
     video_frames_decoded,
 )
-from tests.factories import CLIENT_NAME
-from tests.gateway_harness import RunningGateway, eventually, running_gateway
+from tests.factories import CLIENT_NAME, Seeded
+from tests.gateway_harness import RunningGateway, SocketClient, eventually, running_gateway
 
 pytestmark = [pytest.mark.integration, call_bounded]
 
@@ -141,3 +145,131 @@ async def test_recording_needs_everyone_and_stops_when_consent_is_withdrawn(
     await expect(page.locator("#recording-dialog")).to_be_hidden()
     client.assert_no_errors()
     host.assert_no_errors()
+
+
+# --- answers lost, slow, or overtaken ----------------------------------------------------
+
+#: How long the page waits for an answer before saying it got none (lib/signal.js).
+ANSWER_TIMEOUT_MS = 10_000
+
+
+async def asked_client_in_call(
+    gateway: RunningGateway, chromium: Browser, tap: SocketTap
+) -> tuple[Seeded, Tab, SocketClient]:
+    """A client page (its socket behind ``tap``) admitted to the call by a host socket,
+    which asks for consent: the client sees the question."""
+    seeded = await gateway.seed(
+        policy=RoomPolicy(recording_allowed=True, client_totp_required=False)
+    )
+    client = await new_tab(chromium)
+    await tap.attach(client.page)
+    await client_to_waiting(client, gateway, seeded.client_path, seeded.client, identity=False)
+    host = await (await gateway.signed_in_host(seeded)).socket("/host")
+    assert (await host.call("admit", {"participant_id": seeded.client.id}))["ok"]
+    await expect(client.page.locator("#screen-call")).to_be_visible()
+    assert (await host.call("recording.ask"))["ok"]
+    await expect(client.page.locator("#recording-dialog")).to_be_visible()
+    return seeded, client, host
+
+
+async def choose(page: Page, button: str) -> None:
+    """Answer the consent question with ``button``."""
+    await page.locator("#recording-dialog").get_by_role("button", name=button).click()
+    await expect(page.locator("#recording-dialog")).to_be_hidden()
+
+
+async def reopen_and_choose(page: Page, button: str) -> None:
+    """Open the question again from the call screen's consent bar and answer it."""
+    await page.get_by_role("button", name="Agree to recording").click()
+    await expect(page.locator("#recording-dialog")).to_be_visible()
+    await choose(page, button)
+
+
+async def consent_on_record(gateway: RunningGateway, seeded: Seeded) -> bool:
+    """Whether the gateway holds a live recording consent of the client."""
+    consenting = await gateway.services.recordings.consenting(seeded.appointment.id)
+    return seeded.client.id in consenting
+
+
+async def test_declining_after_a_lost_answer_withdraws_the_consent_the_gateway_holds(
+    recording_gateway: RunningGateway, chromium: Browser
+) -> None:
+    gateway = recording_gateway
+    tap = SocketTap("/client")
+    tap.dropping.add("consent.recording")
+    seeded, client, _ = await asked_client_in_call(gateway, chromium, tap)
+    page = client.page
+
+    # The agreement reaches the gateway; its answer is lost. The page cannot know.
+    await choose(page, "I agree to recording")
+
+    async def on_record() -> bool:
+        return await consent_on_record(gateway, seeded)
+
+    await eventually(on_record, what="consent on record")
+    bar = page.locator("#call-consent-text")
+    await expect(bar).to_contain_text("We didn't get an answer", timeout=ANSWER_TIMEOUT_MS + 5000)
+
+    # The person declines from the bar: the gateway is told, and holds no consent.
+    tap.dropping.clear()
+    await reopen_and_choose(page, "Don't record me")
+    await expect(bar).to_have_text("You haven't agreed to recording.")
+
+    async def withdrawn() -> bool:
+        return not await consent_on_record(gateway, seeded)
+
+    await eventually(withdrawn, what="consent withdrawn")
+    assert [c["given"] for c in tap.calls_of("consent.recording")] == [True, False]
+    client.assert_no_errors()
+
+
+async def test_a_choice_made_while_another_is_on_its_way_follows_it(
+    recording_gateway: RunningGateway, chromium: Browser
+) -> None:
+    gateway = recording_gateway
+    tap = SocketTap("/client")
+    seeded, client, _ = await asked_client_in_call(gateway, chromium, tap)
+    page = client.page
+    bar = page.locator("#call-consent-text")
+    calls = tap.calls_of
+
+    def sent(count: int) -> Callable[[], Awaitable[bool]]:
+        async def probe() -> bool:
+            return len(calls("consent.recording")) >= count
+
+        return probe
+
+    # Agreed, the answer slow; meanwhile the person declines. The "no" goes once the
+    # "yes" is answered, and the page ends where the gateway does.
+    tap.holding.add("consent.recording")
+    await choose(page, "I agree to recording")
+    await expect(bar).to_have_text("You haven't agreed to recording.")
+    await reopen_and_choose(page, "Don't record me")
+    assert [c["given"] for c in calls("consent.recording")] == [True]
+    tap.holding.clear()
+    tap.release()
+    await eventually(sent(2), what="the withdrawal sent")
+    await expect(bar).to_have_text("You haven't agreed to recording.")
+
+    async def withdrawn() -> bool:
+        return not await consent_on_record(gateway, seeded)
+
+    await eventually(withdrawn, what="consent withdrawn")
+
+    # Agreed (slow), declined, agreed again: the newest choice wins, but the withdrawal
+    # in between is still sent (it would have stopped a recording).
+    tap.holding.add("consent.recording")
+    await page.get_by_role("button", name="Agree to recording").click()
+    await choose(page, "I agree to recording")
+    await reopen_and_choose(page, "Don't record me")
+    await reopen_and_choose(page, "I agree to recording")
+    tap.holding.clear()
+    tap.release()
+    await eventually(sent(5), what="both choices sent")
+    await expect(bar).to_have_text("You agreed to recording.")
+    assert [c["given"] for c in calls("consent.recording")] == [True, False, True, False, True]
+    assert await consent_on_record(gateway, seeded)
+    records = await gateway.services.store.list_consents(seeded.appointment.id)
+    mine = [r for r in records if r.kind is ConsentKind.RECORDING]
+    assert [r.live for r in mine if r.participant_id == seeded.client.id] == [False, False, True]
+    client.assert_no_errors()

@@ -1,7 +1,8 @@
 // Consent to recording, for the client and for the host (docs/SIGNALING.md): the gateway
 // asks with `recording.asked {version, text}`; the person agrees or declines in a dialog;
 // `consent.recording {version, given}` records the choice, and withdrawing is the same
-// call with `given: false`, possible at any moment.
+// call with `given: false`, possible at any moment. One call at a time: a choice made
+// while one is on its way follows it (the newest wins, and a withdrawal is always sent).
 import { call } from "./signal.js";
 import { announce, byId } from "./ui.js";
 
@@ -17,7 +18,10 @@ export class RecordingConsent {
     /** The text of the last question, so the person can agree later without being asked. */
     this.text = null;
     this.given = false;
+    /** Whether a call is on its way. */
     this.busy = false;
+    /** The choices still to send, oldest first: at most a withdrawal, then an agreement. */
+    this.queued = [];
   }
 
   /** Whether the person can agree now (we have the text they would agree to). */
@@ -62,33 +66,57 @@ export class RecordingConsent {
     if (choice === "agree") {
       await this.record(true);
     } else if (choice === "decline") {
-      // Nothing to record for a "no" that was never a "yes"; one given earlier is withdrawn.
-      if (this.given) {
-        await this.record(false);
-      } else {
-        announce("You did not agree. Nothing will be recorded.");
-      }
+      // Sent even when we think there is nothing to withdraw: an agreement whose answer
+      // was lost may be on record, and withdrawing what is not there is harmless.
+      await this.record(false, { declined: true });
     }
   }
 
-  /** Withdraw (or give) consent now. */
-  async record(given) {
-    if (this.busy || this.version === null) {
+  /**
+   * Give or withdraw consent. A choice made while a call is on its way is sent once that
+   * call is answered: the newest choice wins, but a withdrawal is never skipped (it stops
+   * a recording). What the page shows follows the gateway's answers.
+   */
+  async record(given, { declined = false } = {}) {
+    if (this.version === null) {
+      return;
+    }
+    const choice = { given, version: this.version, declined };
+    const withdrawal = this.queued.find((queued) => !queued.given);
+    this.queued = given ? [withdrawal, choice].filter(Boolean) : [choice];
+    if (this.busy) {
       return;
     }
     this.busy = true;
-    const answer = await call(this.socket, "consent.recording", { version: this.version, given });
-    this.busy = false;
+    try {
+      while (this.queued.length > 0) {
+        await this.send(this.queued.shift());
+      }
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  async send({ given, version, declined }) {
+    const before = this.given;
+    const answer = await call(this.socket, "consent.recording", { version, given });
     if (!answer.ok) {
       this.onError(answer.error.message);
       return;
     }
     this.known({ given: answer.given, version: answer.version });
-    announce(
-      answer.given
-        ? "Thank you. You agreed to recording. You can withdraw at any moment."
-        : "You withdrew your consent to recording. If the session was recorded, that has stopped.",
-    );
+    if (this.queued.length > 0) {
+      return; // another choice follows; say only where it ends
+    }
+    if (answer.given) {
+      announce("Thank you. You agreed to recording. You can withdraw at any moment.");
+    } else if (declined && !before) {
+      announce("You did not agree. Nothing will be recorded.");
+    } else {
+      announce(
+        "You withdrew your consent to recording. If the session was recorded, that has stopped.",
+      );
+    }
   }
 }
 
