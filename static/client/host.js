@@ -30,6 +30,7 @@ let everConnected = false;
 const retry = {};
 /** The call with the people in session: null until someone is admitted. */
 let hostCall = null;
+/** What the gateway said last: `recording {active}`, or the `queue` answer on connect. */
 const recording = { active: false, allowed: false };
 let consent = null;
 
@@ -339,20 +340,15 @@ function renderRecording() {
   }
 }
 
+/**
+ * Start or stop. Whether a recording runs is only ever what the gateway's `recording
+ * {active}` says (it may stop a recording right after starting it, when consent changed
+ * meanwhile); the answer here only tells what went wrong.
+ */
 async function toggleRecording() {
   recordProblem("");
-  if (recording.active) {
-    const answer = await call(socket, "recording.stop");
-    if (!answer.ok) {
-      recordProblem(answer.error.message);
-      return;
-    }
-    setRecordingActive(false);
-    return;
-  }
-  const answer = await call(socket, "recording.start");
+  const answer = await call(socket, recording.active ? "recording.stop" : "recording.start");
   if (answer.ok) {
-    setRecordingActive(true);
     return;
   }
   if (answer.error.code === "consent_missing") {

@@ -273,3 +273,60 @@ async def test_a_choice_made_while_another_is_on_its_way_follows_it(
     mine = [r for r in records if r.kind is ConsentKind.RECORDING]
     assert [r.live for r in mine if r.participant_id == seeded.client.id] == [False, False, True]
     client.assert_no_errors()
+
+
+async def test_the_console_shows_a_recording_only_when_the_gateway_says_one_runs(
+    recording_gateway: RunningGateway, chromium: Browser
+) -> None:
+    gateway = recording_gateway
+    seeded = await gateway.seed(policy=RoomPolicy(recording_allowed=True))
+    await gateway.verified_client(seeded)
+    host = await host_console(chromium, gateway, seeded)
+    console = host.page
+    tap = SocketTap("/host")
+    await tap.attach(console)
+    await console.reload()
+    await (
+        console.locator("#waiting-list .row", has_text=CLIENT_NAME)
+        .get_by_role("button", name=f"Admit {CLIENT_NAME}")
+        .click()
+    )
+    record = console.locator("#record")
+    await expect(record).to_be_enabled()
+
+    # The gateway started a recording and stopped it at once (someone's consent changed
+    # meanwhile); its answer to the start comes after that: the console shows none. (The
+    # `room` event after the answer shows when the page has dealt with the answer.)
+    tap.fake(
+        "recording.start",
+        {"ok": True, "recording_id": "r1"},
+        before=[("recording", {"active": True}), ("recording", {"active": False})],
+        after=[("room", {"locked": True})],
+    )
+    await record.click()
+    await expect(console.locator("#lock")).to_have_text("Unlock the room")
+    await expect(record).to_have_text("Start recording")
+    await expect(console.locator("#call-recording")).to_be_hidden()
+    await expect(console.locator("#record-note")).not_to_contain_text("Recording now")
+    await expect(console.locator("#record-problem")).to_be_empty()
+
+    # A recording shows when the gateway says it runs, and stops showing when it says it
+    # stopped, whenever that comes.
+    tap.fake(
+        "recording.start",
+        {"ok": True, "recording_id": "r2"},
+        after=[("recording", {"active": True})],
+    )
+    await record.click()
+    await expect(record).to_have_text("Stop recording")
+    await expect(console.locator("#call-recording")).to_be_visible()
+    tap.fake("recording.stop", {"ok": True}, before=[("recording", {"active": False})])
+    await record.click()
+    await expect(record).to_have_text("Start recording")
+    await expect(console.locator("#call-recording")).to_be_hidden()
+    assert [name for name, _ in tap.calls if name.startswith("recording.")] == [
+        "recording.start",
+        "recording.start",
+        "recording.stop",
+    ]
+    host.assert_no_errors()
