@@ -60,10 +60,17 @@ export async function startCall(
   let mediaState = "connecting";
   let failure = "";
   let recording = !ui.recording.hidden;
-  const remote = new RemoteMedia(ui, () => render());
+  // Everything this call listens to on shared elements and the document ends with it: the
+  // host starts a new call on the same elements when ending the session failed.
+  const listening = new AbortController();
+  const remote = new RemoteMedia(ui, () => render(), listening.signal);
+  const awake = new WakeLock(listening.signal);
 
   /** What the stage says now, from the socket's, the media's and the video's states. */
   function render() {
+    if (stopped) {
+      return; // the stage is another call's now, or nobody's
+    }
     let text = "";
     if (socketDown) {
       text = "Reconnecting… Please keep this page open.";
@@ -128,6 +135,8 @@ export async function startCall(
         return;
       }
       stopped = true;
+      listening.abort();
+      awake.release();
       if (media) {
         media.close();
       }
@@ -139,7 +148,7 @@ export async function startCall(
   };
 
   render();
-  keepAwake();
+  awake.keep();
   ui.leave.onclick = async () => {
     if (await confirmLeave()) {
       call.stop();
@@ -230,18 +239,20 @@ const WATCH_MS = 1000;
  * sound until the person taps: then the sound starts muted, and a button turns it on.
  */
 class RemoteMedia {
-  constructor(ui, changed) {
+  /** Listens on the shared elements until ``signal`` aborts (the call stopped). */
+  constructor(ui, changed, signal) {
     this.ui = ui;
     this.changed = changed;
+    this.signal = signal;
     this.slots = [];
     this.tiles = null;
     this.soundBlocked = false;
     this.hasVideo = false;
     this.timer = 0;
-    ui.remote.addEventListener("resize", () => this.update());
-    ui.remote.addEventListener("loadeddata", () => this.update());
-    ui.remote.addEventListener("emptied", () => this.update());
-    ui.sound.onclick = () => this.unblockSound();
+    for (const event of ["resize", "loadeddata", "emptied"]) {
+      ui.remote.addEventListener(event, () => this.update(), { signal });
+    }
+    ui.sound.addEventListener("click", () => this.unblockSound(), { signal });
   }
 
   /** Note which slots decoded new frames lately; lay them out again if that changed. */
@@ -278,6 +289,9 @@ class RemoteMedia {
   }
 
   attach(index, stream, receiver = null) {
+    if (this.signal.aborted) {
+      return;
+    }
     this.release(index);
     if (!this.timer) {
       this.timer = window.setInterval(() => this.watch(), WATCH_MS);
@@ -352,6 +366,9 @@ class RemoteMedia {
 
   /** Whether the large video shows someone now. */
   update() {
+    if (this.signal.aborted) {
+      return; // a stopped call's: the element may show another call's video now
+    }
     const video = this.ui.remote;
     const first = performance.getEntriesByName("quietroom:first-frame").length === 0;
     if (first && video.videoWidth > 0) {
@@ -422,16 +439,48 @@ class RemoteMedia {
 }
 
 /** Keep a phone's screen on during the call, where the browser allows it. */
-function keepAwake() {
-  const policy = document.featurePolicy;
-  if (!("wakeLock" in navigator) || (policy && !policy.allowsFeature("screen-wake-lock"))) {
-    return;
+class WakeLock {
+  /** Released, and asked for no more, once ``signal`` aborts. */
+  constructor(signal) {
+    this.signal = signal;
+    this.sentinel = null;
   }
-  const request = () => navigator.wakeLock.request("screen").catch(() => {});
-  request();
-  document.addEventListener("visibilitychange", () => {
-    if (document.visibilityState === "visible") {
-      request();
+
+  keep() {
+    const policy = document.featurePolicy;
+    if (!("wakeLock" in navigator) || (policy && !policy.allowsFeature("screen-wake-lock"))) {
+      return;
     }
-  });
+    this.request();
+    // The browser lets the lock go when the page is hidden; ask again when it is back.
+    document.addEventListener(
+      "visibilitychange",
+      () => {
+        if (document.visibilityState === "visible") {
+          this.request();
+        }
+      },
+      { signal: this.signal },
+    );
+  }
+
+  async request() {
+    let sentinel;
+    try {
+      sentinel = await navigator.wakeLock.request("screen");
+    } catch {
+      return; // not now (battery saver, a hidden page): the call goes on
+    }
+    if (this.signal.aborted) {
+      sentinel.release().catch(() => {}); // granted after the call stopped
+      return;
+    }
+    this.sentinel?.release().catch(() => {});
+    this.sentinel = sentinel;
+  }
+
+  release() {
+    this.sentinel?.release().catch(() => {});
+    this.sentinel = null;
+  }
 }

@@ -1,5 +1,6 @@
 """The call, in real Chromium through the gateway: the client and the host each decode
-the other's video, forwarded packet by packet; the controls work; leaving closes it all."""
+the other's video, forwarded packet by packet; the controls work; leaving closes it all,
+down to what the call listened to and the screen it kept awake."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import json
 import re
 
 import pytest
-from playwright.async_api import Browser, Page, WebSocketRoute, expect
+from playwright.async_api import Browser, CDPSession, Page, WebSocketRoute, expect
 
 from gateway.domain.model import ParticipantState, RoomPolicy
 from gateway.web.keys import MEDIA
 from tests.browser.kit import (
+    SocketTap,
     call_bounded,
     client_to_waiting,
     host_console,
@@ -289,3 +291,88 @@ async def test_a_failed_connection_is_tried_again_then_explained(
         "Connected. Waiting for your therapist's video…", timeout=MEDIA_TIMEOUT * 1000
     )
     client.assert_no_errors()
+
+
+#: Test-only: a screen wake lock that notes what the page asked for and let go of.
+FAKE_WAKE_LOCK = """
+(() => {
+  window.__wakeLocks = [];
+  const wakeLock = {
+    async request(type) {
+      const sentinel = {type, released: false, async release() { sentinel.released = true; }};
+      window.__wakeLocks.push(sentinel);
+      return sentinel;
+    },
+  };
+  Object.defineProperty(Navigator.prototype, "wakeLock", {get: () => wakeLock});
+})();
+"""
+
+
+async def listeners(cdp: CDPSession, expression: str) -> dict[str, int]:
+    """How many listeners of each event type the object ``expression`` has (DevTools)."""
+    found = await cdp.send("Runtime.evaluate", {"expression": expression})
+    answer = await cdp.send(
+        "DOMDebugger.getEventListeners", {"objectId": found["result"]["objectId"]}
+    )
+    counts: dict[str, int] = {}
+    for listener in answer["listeners"]:
+        counts[listener["type"]] = counts.get(listener["type"], 0) + 1
+    return counts
+
+
+async def test_a_call_started_again_keeps_nothing_of_the_one_before(
+    gateway: RunningGateway, chromium: Browser
+) -> None:
+    seeded = await gateway.seed()
+    await gateway.verified_client(seeded)
+    host = await host_console(chromium, gateway, seeded)
+    console = host.page
+    # Ending the session fails: the host's call stops, and a new one starts.
+    tap = SocketTap("/host")
+    tap.fake(
+        "end",
+        {"ok": False, "error": {"code": "store_unavailable", "message": "Please try again."}},
+    )
+    await tap.attach(console)
+    await console.add_init_script(FAKE_WAKE_LOCK)
+    await console.reload()
+    await expect(console.locator("#room-state")).to_contain_text("Open")
+    cdp = await console.context.new_cdp_session(console)
+    remote = "document.getElementById('call-remote')"
+    before = await listeners(cdp, "document")
+
+    await console.get_by_role("button", name=f"Admit {CLIENT_NAME}").click()
+    await expect(console.locator("#host-call")).to_be_visible()
+
+    async def peers(count: int) -> bool:
+        made: int = await console.evaluate("window.__peers.length")
+        return made == count
+
+    await eventually(lambda: peers(1), what="the first call's peer connection")
+    during = await listeners(cdp, "document")
+    on_remote = await listeners(cdp, remote)
+    assert during.get("visibilitychange", 0) == before.get("visibilitychange", 0) + 1
+    assert await console.evaluate("window.__wakeLocks.map(s => s.released)") == [False]
+
+    await console.locator("#call-leave").click()
+    await console.locator("#confirm-dialog").get_by_role("button", name="End the session").click()
+    await expect(console.locator("#notices")).to_contain_text("Please try again.")
+    await eventually(lambda: peers(2), what="the second call's peer connection")
+    assert tap.calls_of("end") == [None]
+
+    # One call's worth of listeners, and one wake lock held: the first call's are gone.
+    assert await listeners(cdp, "document") == during
+    assert await listeners(cdp, remote) == on_remote
+    assert await console.evaluate("window.__wakeLocks.map(s => s.released)") == [True, False]
+    assert await console.evaluate("window.__peers[0].connectionState") == "closed"
+
+    # Ending for real (the store is back) releases the second call's too.
+    del tap.fakes["end"]
+    await console.get_by_role("button", name="End the session").click()
+    await console.locator("#confirm-dialog").get_by_role("button", name="End the session").click()
+    await expect(console.locator("#console-ended")).to_be_visible()
+    assert await console.evaluate("window.__wakeLocks.map(s => s.released)") == [True, True]
+    ended = await listeners(cdp, "document")
+    assert ended.get("visibilitychange", 0) == before.get("visibilitychange", 0)
+    host.assert_no_errors()
