@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterable
 from types import CodeType
@@ -521,7 +522,9 @@ def _dtls_by_ice(pc: RTCPeerConnection) -> dict[RTCIceTransport, RTCDtlsTranspor
     return found
 
 
-def enable_fast_path(pc: RTCPeerConnection, *, queue_limit: int = 256) -> FastPath:
+def enable_fast_path(
+    pc: RTCPeerConnection, *, queue_limit: int = 256, receive_buffer: int = 1 << 20
+) -> FastPath:
     """Take ``pc``'s incoming RTP off aiortc's queue and tasks, and bound that queue.
 
     Call once negotiated and gathered (after setLocalDescription), before media flows.
@@ -531,7 +534,9 @@ def enable_fast_path(pc: RTCPeerConnection, *, queue_limit: int = 256) -> FastPa
     socket's arrival callback; what the forwarder sends goes out before it returns.
     Everything else (STUN, DTLS, SRTCP) takes aioice's queue as before, and that
     queue holds at most ``queue_limit`` datagrams: past it, newer ones are dropped, as
-    a full socket buffer would drop them, instead of growing without bound.
+    a full socket buffer would drop them, instead of growing without bound. The
+    sockets' kernel receive buffers are raised to ``receive_buffer`` bytes (0: left
+    alone).
     """
     if queue_limit < 1:
         raise ValueError("queue_limit must be positive")
@@ -549,7 +554,26 @@ def enable_fast_path(pc: RTCPeerConnection, *, queue_limit: int = 256) -> FastPa
         receive_rtp = _rtp_receiver(dtls, fast)
         for protocol in connection._protocols:
             _divert_rtp(protocol, dtls, receive_rtp)
+            _enlarge_receive_buffer(protocol, receive_buffer)
     return fast
+
+
+def _enlarge_receive_buffer(protocol: StunProtocol, size: int) -> None:
+    """Let the kernel hold more datagrams while the event loop is busy elsewhere.
+
+    Each datagram is now handled in full before the next is read, so a burst waits in
+    the socket's buffer (the Linux default holds a few hundred milliseconds of one
+    participant's media). The kernel caps ``size`` at ``net.core.rmem_max``. A relayed
+    candidate has no socket of its own here (``TurnTransport``), so nothing to do.
+    """
+    sock = protocol.transport.get_extra_info("socket")
+    if sock is None or size <= 0:
+        return
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < size:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    except OSError as exc:
+        log.debug("receive buffer left as it is: %s", exc)
 
 
 def _bound_queue(connection: Connection, fast: FastPath) -> None:
