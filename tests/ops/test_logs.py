@@ -226,11 +226,13 @@ async def drive_whole_flow(base: str, api_key: str, receiver: Receiver) -> Expos
     seen.add(_path(host_link).rsplit("/", 1)[1], _path(client_link).rsplit("/", 1)[1])
     # Refused keys: the real key id with a wrong secret, and a made-up key.
     _, key_secret = parse_presented(api_key)
-    wrong_key = api_key[: -len(key_secret)] + "WrongKeyMarkerQ7Z" + key_secret[17:]
+    wrong_secret = "WrongKeyMarkerQ7Z" + key_secret[17:]
+    wrong_key = api_key[: -len(key_secret)] + wrong_secret
     made_up = "qrk_MadeUpKeyMarkerQ7Z_" + "x" * 30
     for refused in (wrong_key, made_up):
         await _api(base, refused, "GET", "/audit", expect=401)
-    seen.add(wrong_key, made_up, wrong_key.rsplit("_", 1)[1])
+    # The secret as presented, not split at its last "_": a random secret may hold one.
+    seen.add(wrong_key, made_up, wrong_secret)
 
     # The host signs in: one wrong code, then the right one.
     host_browser = WebBrowser(base)
