@@ -179,6 +179,22 @@ class GatewayMetrics:
             ["kind"],
             registry=registry,
         )
+        self.media_dropped = Counter(
+            "quietroom_media_dropped_datagrams",
+            "Datagrams dropped because a peer's receive queue was full: this process's media "
+            "could not keep up (set by the media plane)",
+            registry=registry,
+        )
+        self.media_refused = Counter(
+            "quietroom_media_sessions_refused",
+            "New sessions this media process turned away at QUIETROOM_MEDIA_MAX_SESSIONS",
+            registry=registry,
+        )
+        self.media_sessions = Gauge(
+            "quietroom_media_sessions",
+            "Sessions whose media this process carries now (set by the media plane)",
+            registry=registry,
+        )
         self.store_up = Gauge(
             "quietroom_store_up",
             "1 if the store (Redis) answered when /metrics was last read, else 0",

@@ -63,6 +63,9 @@ class MediaRooms:
         )
         #: Packet taps per session (recorders), on its forwarder now and on later ones.
         self._taps: dict[str, list[PacketTap]] = {}
+        #: New sessions turned away because this process was :attr:`full`.
+        self.refused_sessions = 0
+        self._dropped_retired = 0
         self._closed = False
 
     def __repr__(self) -> str:
@@ -124,6 +127,12 @@ class MediaRooms:
                 octets[kind] += size
         return ForwardedTotals(packets=packets, octets=octets)
 
+    def dropped_datagrams(self) -> int:
+        """Datagrams dropped since start because a peer's receive queue was full (the
+        process could not keep up): closed peers' counts plus the live ones'."""
+        live = sum(p.fast_path.dropped for p in self._peers.values() if p.fast_path is not None)
+        return self._dropped_retired + live
+
     # --- negotiation ----------------------------------------------------------------------
 
     async def answer(
@@ -140,10 +149,12 @@ class MediaRooms:
         if self._closed:
             raise PeerClosed(reason=MediaCloseReason.SHUTDOWN.value)
         if session_id not in self._forwarders and self.full:
+            self.refused_sessions += 1
             log.warning("media node full (%d sessions): a new session refused", self.max_sessions)
             raise MediaError("this media node is at capacity")
         previous = self._peers.pop(participant_id, None)
         if previous is not None:
+            self._retire_peer(previous)
             await previous.close(MediaCloseReason.RENEGOTIATED)
         forwarder = self._forwarders.get(session_id)
         if forwarder is None or forwarder.closed is not None:
@@ -163,7 +174,9 @@ class MediaRooms:
             return await peer.answer(sdp=sdp, sdp_type=sdp_type)
         except BaseException:
             if self._peers.get(participant_id) is peer:
+                # Not retired already by a close() or a newer answer() that took it out.
                 del self._peers[participant_id]
+                self._retire_peer(peer)
             await peer.close(MediaCloseReason.SDP_REJECTED)
             raise
 
@@ -189,6 +202,7 @@ class MediaRooms:
         peer = self._peers.pop(participant_id, None)
         if peer is None:
             return False
+        self._retire_peer(peer)
         await peer.close(reason)
         if not any(p.room_id == peer.room_id for p in self._peers.values()):
             # The last one out: nothing left to forward in this session here.
@@ -221,3 +235,7 @@ class MediaRooms:
         for kind, (count, size) in forwarder.stats.by_kind().items():
             self._retired.packets[kind] += count
             self._retired.octets[kind] += size
+
+    def _retire_peer(self, peer: GatewayPeer) -> None:
+        if peer.fast_path is not None:
+            self._dropped_retired += peer.fast_path.dropped

@@ -43,6 +43,7 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         max_sessions=app[SETTINGS].media_max_sessions,
     )
     seen = ForwardedTotals(packets=dict.fromkeys(MediaKind, 0), octets=dict.fromkeys(MediaKind, 0))
+    seen_overload = {"dropped": 0, "refused": 0}
 
     async def sample(metrics: GatewayMetrics) -> None:
         totals = rooms.totals()
@@ -51,6 +52,11 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
             packets.inc(totals.packets[kind] - seen.packets[kind])
             octets.inc(totals.octets[kind] - seen.octets[kind])
         seen.packets, seen.octets = totals.packets, totals.octets
+        dropped, refused = rooms.dropped_datagrams(), rooms.refused_sessions
+        metrics.media_dropped.inc(dropped - seen_overload["dropped"])
+        metrics.media_refused.inc(refused - seen_overload["refused"])
+        seen_overload.update(dropped=dropped, refused=refused)
+        metrics.media_sessions.set(rooms.session_count)
         metrics.recordings_open.set(0 if recorders is None else recorders.open_count)
 
     store = services.store

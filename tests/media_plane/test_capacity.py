@@ -40,10 +40,21 @@ async def test_a_full_node_refuses_a_new_session_but_not_a_joiner() -> None:
             await rooms.answer(session_id="s2", participant_id="p3", sdp=sdp, sdp_type="offer")
         assert rooms.peer("p3") is None
         assert rooms.session_ids() == ["s1"]
+        assert rooms.refused_sessions == 1
 
         # Someone joining a session already here is not a new session.
         await rooms.answer(session_id="s1", participant_id="p2", sdp=sdp, sdp_type="offer")
         assert rooms.peer("p2") is not None
+        assert rooms.refused_sessions == 1
+
+        # Datagrams an overloaded peer dropped stay counted after it closes.
+        peer = rooms.peer("p2")
+        assert peer is not None
+        assert peer.fast_path is not None
+        peer.fast_path.dropped += 5
+        assert rooms.dropped_datagrams() == 5
+        await rooms.close_participant("p2", MediaCloseReason.LEFT)
+        assert rooms.dropped_datagrams() == 5
 
         # Once the session ends, there is room again.
         await rooms.close_session("s1", MediaCloseReason.SESSION_ENDED)

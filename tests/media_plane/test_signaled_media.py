@@ -85,6 +85,14 @@ async def test_admitted_client_and_host_see_each_other(vp8_clip: Clip, opus_clip
             if line.startswith('quietroom_forwarded_packets_total{kind="video"}')
         )
         assert float(video_line.split()[-1]) > 0
+        samples = dict(
+            line.split(" ", 1)
+            for line in metrics.splitlines()
+            if line.startswith("quietroom_media_")
+        )
+        assert float(samples["quietroom_media_sessions"]) == 1
+        assert float(samples["quietroom_media_sessions_refused_total"]) == 0
+        assert "quietroom_media_dropped_datagrams_total" in samples
 
 
 async def test_a_waiting_clients_offer_is_refused_before_any_peer_exists(
