@@ -292,6 +292,7 @@ async def _verify(settings: Settings) -> int:
 #: How ``quietroom retention run`` names each count of a pass.
 _RETENTION_LINES = {
     "audit_entries": "audit entries pruned",
+    "abandoned_appointments": "appointments nobody ended, ended now",
     "appointments": "ended appointments purged",
     "participants": "participant records purged with them",
     "appointment_records": "purged appointments forgotten",

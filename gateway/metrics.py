@@ -86,6 +86,8 @@ class RetentionKind(enum.StrEnum):
     """What the retention removed (the ``kind`` label of ``quietroom_retention_removed``)."""
 
     AUDIT_ENTRIES = "audit_entries"
+    #: Not removed but ended: appointments nobody ended (their data goes later).
+    ABANDONED_APPOINTMENTS = "abandoned_appointments"
     APPOINTMENTS = "appointments"
     PARTICIPANTS = "participants"
     APPOINTMENT_RECORDS = "appointment_records"

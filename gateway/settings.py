@@ -143,6 +143,10 @@ class Settings:
     #: Days after an appointment ends that its participants (names, TOTP secrets),
     #: consents and browser sessions are kept (0: forever).
     appointment_retention_days: int = 30
+    #: Days after its creation that an appointment nobody ended is ended by the retention,
+    #: once nobody is in it, so that its data can then go (0: never). Platforms that create
+    #: appointments further ahead than this must raise it.
+    appointment_max_days: int = 90
     #: Seconds between two passes of the retention sweeper.
     retention_interval: int = 3600
     #: Generated secrets are ephemeral: set when dev mode made them up.
@@ -259,6 +263,7 @@ _FIELDS: dict[str, _Parser] = {
     "audit_retention_days": _integer,
     "recording_retention_days": _integer,
     "appointment_retention_days": _integer,
+    "appointment_max_days": _integer,
     "retention_interval": _integer,
 }
 
@@ -388,6 +393,7 @@ def _check(values: Mapping[str, Any]) -> list[str]:
         ("audit_retention_days", 0, 36500),
         ("recording_retention_days", 0, 36500),
         ("appointment_retention_days", 0, 36500),
+        ("appointment_max_days", 0, 36500),
         ("retention_interval", 60, 86400),
     ):
         value = values.get(name)

@@ -62,6 +62,8 @@ class RetentionPolicy:
     #: The participants (names, TOTP secrets), consents and browser sessions of an
     #: appointment, counted from the appointment's end.
     appointment_days: int
+    #: An appointment nobody ended is ended this many days after its creation.
+    appointment_max_days: int = 0
 
     def audit_cutoff(self, now: float) -> float | None:
         return cutoff(self.audit_days, now=now)
@@ -71,6 +73,10 @@ class RetentionPolicy:
 
     def appointment_cutoff(self, now: float) -> float | None:
         return cutoff(self.appointment_days, now=now)
+
+    def abandoned_cutoff(self, now: float) -> float | None:
+        """Appointments created before the returned time and still not ended are ended."""
+        return cutoff(self.appointment_max_days, now=now)
 
     def appointment_record_cutoff(self, now: float) -> float | None:
         """What is left of a purged appointment (its ids and times, the tombstones of its

@@ -5,6 +5,7 @@ HTTP routes and Socket.IO handlers call these; the rules stay in ``gateway.domai
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from gateway.clock import Clock
@@ -139,8 +140,10 @@ class Services:
                     audit_days=settings.audit_retention_days,
                     recording_days=settings.recording_retention_days,
                     appointment_days=settings.appointment_retention_days,
+                    appointment_max_days=settings.appointment_max_days,
                 ),
                 recording_dir=settings.recording_dir,
+                end_abandoned=functools.partial(waiting_room.end_abandoned, actor="retention"),
             ),
             recordings=RecordingService(
                 store=store, clock=clock, audit=audit, events=events, waiting_room=waiting_room

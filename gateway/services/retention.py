@@ -1,7 +1,8 @@
 """The retention pass: remove what has outlived its retention, a bounded amount at a time.
 
 One pass (:meth:`RetentionService.run_once`) forgets expired link ids and browser
-sessions (the in-memory store; Redis expires them itself), purges the participant data of
+sessions (the in-memory store; Redis expires them itself), ends appointments nobody ended
+long after their creation (when nobody is connected to them), purges the participant data of
 appointments that ended longer ago than the appointment retention, forgets what is left
 of them once the audit retention has passed too, prunes the oldest audit entries (keeping
 the chain verifiable from its anchor), and deletes sealed recordings older than the
@@ -18,7 +19,7 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,6 +61,8 @@ class RetentionReport:
 
     #: Audit entries pruned.
     audit_entries: int = 0
+    #: Appointments nobody ended, ended by the retention (their data goes later).
+    abandoned_appointments: int = 0
     #: Ended appointments whose participant data was purged.
     appointments: int = 0
     #: Participant records purged with them.
@@ -93,8 +96,12 @@ class RetentionService:
         policy: RetentionPolicy,
         recording_dir: str | os.PathLike[str],
         limits: RetentionLimits | None = None,
+        end_abandoned: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
+        """``end_abandoned`` ends an appointment nobody ended (True if it did); without
+        it, such appointments are left alone."""
         self._store = store
+        self._end_abandoned = end_abandoned
         self._clock = clock
         self._audit = audit
         self._policy = policy
@@ -127,6 +134,15 @@ class RetentionService:
                 folder_error = exc
         expired = await self._store.forget_expired(now=now, limit=limits.expired)
 
+        abandoned = 0
+        cutoff = policy.abandoned_cutoff(now)
+        if cutoff is not None and self._end_abandoned is not None:
+            for appointment_id in await self._store.open_appointments(
+                created_before=cutoff, limit=limits.appointments
+            ):
+                if await self._end_abandoned(appointment_id):
+                    abandoned += 1
+
         appointments = participants = appointment_records = 0
         cutoff = policy.appointment_cutoff(now)
         if cutoff is not None:
@@ -157,6 +173,7 @@ class RetentionService:
 
         report = RetentionReport(
             audit_entries=audit_entries,
+            abandoned_appointments=abandoned,
             appointments=appointments,
             participants=participants,
             appointment_records=appointment_records,

@@ -380,6 +380,26 @@ class WaitingRoomService:
         )
         return appointment
 
+    async def end_abandoned(self, appointment_id: str, *, actor: str) -> bool:
+        """End an appointment nobody ended (the retention's call), as :meth:`end` does,
+        unless someone has a live connection to it: then it is left for a later pass.
+        True if it was ended now."""
+        appointment = await self._store.get_appointment(appointment_id)
+        if appointment is None:
+            # Gone: ending it only takes its id out of the store's index of open ones.
+            await self._store.end_appointment(appointment_id, self._clock.now())
+            return False
+        if appointment.ended_at is not None:
+            return False
+        for participant in await self._store.list_participants(appointment_id):
+            if await self._store.change_connections(participant.id, 0) > 0:
+                return False
+        try:
+            await self.end(appointment_id=appointment_id, actor=actor)
+        except NotFound:
+            return False
+        return True
+
     async def end_by_host(self, host: BrowserSession) -> Appointment:
         seat = await self._host_seat(host)
         return await self.end(appointment_id=seat.appointment.id, actor=host.participant_id)

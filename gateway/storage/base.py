@@ -90,6 +90,10 @@ class Store(Protocol):
     async def end_appointment(self, appointment_id: str, at: float) -> Appointment | None:
         """Set ``ended_at`` once (the first end wins); None if it does not exist."""
 
+    async def open_appointments(self, *, created_before: float, limit: int) -> list[str]:
+        """The ids of up to ``limit`` appointments created before ``created_before`` that
+        have not ended, oldest first (the retention ends those nobody ended)."""
+
     async def put_participant(self, participant: Participant) -> None:
         """Create a participant (or overwrite one wholesale, for setup)."""
 

@@ -165,6 +165,14 @@ class MemoryStore:
         self._appointments[appointment_id] = appointment
         return appointment
 
+    async def open_appointments(self, *, created_before: float, limit: int) -> list[str]:
+        open_ = [
+            (a.created_at, a.id)
+            for a in self._appointments.values()
+            if a.ended_at is None and a.created_at < created_before
+        ]
+        return [appointment_id for _, appointment_id in heapq.nsmallest(max(limit, 0), open_)]
+
     async def put_participant(self, participant: Participant) -> None:
         self._participants[participant.id] = participant
 

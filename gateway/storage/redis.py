@@ -42,6 +42,8 @@ Keys, all under the prefix (default ``qr:``), as ``<kind>:<id>`` with a colon-fr
 ``appointments:ended``      sorted set of ended appointment ids by ``ended_at``, until
                             the retention purges their participant data
 ``appointments:purged``     sorted set of purged appointment ids by ``ended_at``
+``appointments:open``       sorted set of appointment ids not ended, by ``created_at``
+                            (the retention ends those nobody ended)
 ``participant_gone:<id>``   hash: participant_id, appointment_id, at, reason: what is
                             left of an erased or purged participant
 ``recording:<id>``          hash: id, appointment_id, room_id, started_at, started_by,
@@ -185,9 +187,11 @@ redis.call('HSETNX', KEYS[1], 'revoked_at', ARGV[1])
 return redis.call('HGETALL', KEYS[1])
 """
 
-# KEYS[1] appointment, KEYS[2] ended index; ARGV[1] ended_at, ARGV[2] appointment id.
-# The first end wins (and is indexed for the retention).
+# KEYS[1] appointment, KEYS[2] ended index, KEYS[3] open index; ARGV[1] ended_at,
+# ARGV[2] appointment id. The first end wins (and is indexed for the retention); the id
+# leaves the open index even if the appointment is gone.
 _END_APPOINTMENT = """
+redis.call('ZREM', KEYS[3], ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 if redis.call('HSETNX', KEYS[1], 'ended_at', ARGV[1]) == 1 then
   redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
@@ -1093,6 +1097,10 @@ class RedisStore:
                 # Ended already (a restore, a test): the retention finds it like any other.
                 ended = self._key("appointments", "ended")
                 pipe.zadd(ended, {appointment.id: appointment.ended_at})
+                pipe.zrem(self._key("appointments", "open"), appointment.id)
+            else:
+                open_ = self._key("appointments", "open")
+                pipe.zadd(open_, {appointment.id: appointment.created_at})
             await pipe.execute()
 
     @_translate_errors
@@ -1103,10 +1111,27 @@ class RedisStore:
     @_translate_errors
     async def end_appointment(self, appointment_id: str, at: float) -> Appointment | None:
         raw = await self._end_appointment(
-            keys=[self._key("apt", appointment_id), self._key("appointments", "ended")],
+            keys=[
+                self._key("apt", appointment_id),
+                self._key("appointments", "ended"),
+                self._key("appointments", "open"),
+            ],
             args=[_num(at), appointment_id],
         )
         return None if raw is None else _appointment(_fields(raw))
+
+    @_translate_errors
+    async def open_appointments(self, *, created_before: float, limit: int) -> list[str]:
+        if limit <= 0:
+            return []
+        due = await self._client.zrangebyscore(
+            self._key("appointments", "open"),
+            "-inf",
+            f"({_num(created_before)}",
+            start=0,
+            num=int(limit),
+        )
+        return [_text(cast(bytes | str, member)) for member in due]
 
     @_translate_errors
     async def put_participant(self, participant: Participant) -> None:

@@ -370,6 +370,42 @@ async def test_the_tombstone_of_someone_never_erased_is_none(store: Store) -> No
 # --- purging and forgetting ended appointments ------------------------------------------------
 
 
+async def test_open_appointments_are_those_not_ended_oldest_first(store: Store) -> None:
+    made = []
+    for n in range(4):
+        appointment = Appointment(id=new_id("apt"), room_id=new_id("rm"), created_at=T0 + n)
+        await store.put_appointment(appointment)
+        made.append(appointment.id)
+    await store.put_appointment(
+        Appointment(id=new_id("apt"), room_id=new_id("rm"), created_at=T0 - 5, ended_at=T0)
+    )
+    assert await store.end_appointment(made[1], T0 + 10) is not None
+
+    assert await store.open_appointments(created_before=T0 + 100, limit=10) == [
+        made[0],
+        made[2],
+        made[3],
+    ]
+    # Created at the cutoff is not before it; the limit takes the oldest.
+    assert await store.open_appointments(created_before=T0 + 2, limit=10) == [made[0]]
+    assert await store.open_appointments(created_before=T0 + 100, limit=2) == [made[0], made[2]]
+    assert await store.open_appointments(created_before=T0 + 100, limit=0) == []
+    # Ending twice changes nothing; an appointment that is gone leaves the index anyway.
+    assert await store.end_appointment(made[0], T0 + 20) is not None
+    assert await store.end_appointment(made[0], T0 + 30) is not None
+    assert await store.end_appointment(new_id("apt"), T0 + 30) is None
+    assert await store.open_appointments(created_before=T0 + 100, limit=10) == [made[2], made[3]]
+
+
+async def test_an_appointment_put_again_as_ended_is_no_longer_open(store: Store) -> None:
+    appointment = await an_appointment(store)
+    assert await store.open_appointments(created_before=T0 + 1, limit=10) == [appointment.id]
+    await store.put_appointment(
+        Appointment(id=appointment.id, room_id=appointment.room_id, created_at=T0, ended_at=T0)
+    )
+    assert await store.open_appointments(created_before=T0 + 1, limit=10) == []
+
+
 async def test_purge_takes_ended_appointments_past_the_cutoff_only(store: Store) -> None:
     old = await an_appointment(store, ended_at=T0 + 1 * DAY)
     recent = await an_appointment(store, ended_at=T0 + 5 * DAY)

@@ -14,9 +14,10 @@ import pytest
 
 from gateway.clock import FrozenClock
 from gateway.domain.audit import AuditAnchor, AuditDraft, AuditEntry
+from gateway.domain.links import LinkPurpose
 from gateway.domain.retention import RetentionPolicy
-from gateway.errors import AuditChainBroken, StoreUnavailable
-from gateway.services import AuditLog, RetentionReport, Services
+from gateway.errors import AuditChainBroken, LinkError, StoreUnavailable
+from gateway.services import AuditLog, Event, EventKind, RetentionReport, Services
 from gateway.services.retention import (
     RetentionLimits,
     RetentionService,
@@ -24,7 +25,7 @@ from gateway.services.retention import (
     delete_expired_recordings,
 )
 from gateway.storage import MemoryStore, RedisStore, SecretBox, Store
-from tests.factories import CLIENT_NAME, HOST_NAME, make_settings, seed
+from tests.factories import CLIENT_NAME, HOST_NAME, Seeded, make_settings, seed
 from tests.fixtures.servers import RedisServer
 
 DAY = 86400.0
@@ -104,6 +105,82 @@ async def test_a_pass_removes_what_outlived_its_retention(
     assert await services.retention.run_once() == RetentionReport()
 
 
+async def ended_at(store: Store, seeded: Seeded) -> float | None:
+    appointment = await store.get_appointment(seeded.appointment.id)
+    assert appointment is not None
+    return appointment.ended_at
+
+
+async def test_an_appointment_nobody_ended_is_ended_then_purged(
+    any_store: Store, clock: FrozenClock, tmp_path: Path
+) -> None:
+    services = services_for(
+        any_store, clock, tmp_path, appointment_max_days=90, appointment_retention_days=30
+    )
+    seeded = await seed(services)
+    young = await seed(services)
+    ended: list[Event] = []
+
+    async def on_event(event: Event) -> None:
+        if event.kind is EventKind.SESSION_ENDED:
+            ended.append(event)
+
+    services.events.subscribe(on_event)
+    clock.advance(89 * DAY)
+    later = await seed(services)
+    clock.advance(1 * DAY)
+    # Exactly 90 days old: not yet.
+    assert await services.retention.run_once() == RetentionReport()
+
+    clock.advance(1)
+    assert await services.retention.run_once() == RetentionReport(abandoned_appointments=2)
+    assert await ended_at(any_store, seeded) == clock.now()
+    assert await ended_at(any_store, young) == clock.now()
+    assert await ended_at(any_store, later) is None
+    # As an End would: audited (by the retention), published (webhook), links dead.
+    assert sorted(e.appointment_id for e in ended) == sorted(
+        (seeded.appointment.id, young.appointment.id)
+    )
+    entries = await any_store.read_audit()
+    assert sorted(
+        (e.actor, e.subjects["appointment"]) for e in entries if e.action == "session.ended"
+    ) == sorted([("retention", seeded.appointment.id), ("retention", young.appointment.id)])
+    with pytest.raises(LinkError):
+        await services.links.redeem(LinkPurpose.CLIENT_JOIN, seeded.client_path.removeprefix("/j/"))
+    # Nothing twice.
+    assert await services.retention.run_once() == RetentionReport()
+
+    # Then the appointment retention takes its data, counted from that end.
+    clock.advance(31 * DAY)
+    report = await services.retention.run_once()
+    assert (report.appointments, report.participants) == (2, 4)
+    assert await any_store.get_participant(seeded.client.id) is None
+
+
+async def test_an_appointment_someone_is_connected_to_waits_for_a_later_pass(
+    any_store: Store, clock: FrozenClock, tmp_path: Path
+) -> None:
+    services = services_for(any_store, clock, tmp_path, appointment_max_days=90)
+    seeded = await seed(services)
+    clock.advance(91 * DAY)
+    await any_store.change_connections(seeded.host.id, 1)
+    assert await services.retention.run_once() == RetentionReport()
+    assert await ended_at(any_store, seeded) is None
+
+    await any_store.change_connections(seeded.host.id, -1)
+    assert await services.retention.run_once() == RetentionReport(abandoned_appointments=1)
+
+
+async def test_appointments_nobody_ended_are_kept_open_when_told_to(
+    any_store: Store, clock: FrozenClock, tmp_path: Path
+) -> None:
+    services = services_for(any_store, clock, tmp_path, appointment_max_days=0)
+    seeded = await seed(services)
+    clock.advance(100_000 * DAY)
+    assert (await services.retention.run_once()).abandoned_appointments == 0
+    assert await ended_at(any_store, seeded) is None
+
+
 async def test_forever_keeps_everything(
     any_store: Store, clock: FrozenClock, tmp_path: Path
 ) -> None:
@@ -113,6 +190,7 @@ async def test_forever_keeps_everything(
         tmp_path,
         audit_retention_days=0,
         appointment_retention_days=0,
+        appointment_max_days=0,
         recording_retention_days=0,
     )
     seeded = await seed(services)

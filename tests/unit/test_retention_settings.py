@@ -15,6 +15,7 @@ NAMES = (
     "audit_retention_days",
     "recording_retention_days",
     "appointment_retention_days",
+    "appointment_max_days",
     "retention_interval",
 )
 
@@ -25,6 +26,8 @@ def test_defaults() -> None:
     assert settings.audit_retention_days == 2190
     assert settings.recording_retention_days == 30
     assert settings.appointment_retention_days == 30
+    # An appointment nobody ended is ended a quarter of a year after it was made.
+    assert settings.appointment_max_days == 90
     assert settings.retention_interval == 3600
 
 
@@ -36,6 +39,7 @@ def test_read_from_the_environment() -> None:
             "QUIETROOM_AUDIT_RETENTION_DAYS": "0",
             "QUIETROOM_RECORDING_RETENTION_DAYS": "7",
             "QUIETROOM_APPOINTMENT_RETENTION_DAYS": "90",
+            "QUIETROOM_APPOINTMENT_MAX_DAYS": "0",
             "QUIETROOM_RETENTION_INTERVAL": "600",
         }
     )
@@ -43,8 +47,9 @@ def test_read_from_the_environment() -> None:
         settings.audit_retention_days,
         settings.recording_retention_days,
         settings.appointment_retention_days,
+        settings.appointment_max_days,
         settings.retention_interval,
-    ) == (0, 7, 90, 600)
+    ) == (0, 7, 90, 0, 600)
 
 
 @pytest.mark.parametrize(
@@ -53,6 +58,7 @@ def test_read_from_the_environment() -> None:
         ({"audit_retention_days": "-1"}, "AUDIT_RETENTION_DAYS: must be 0 to 36500"),
         ({"recording_retention_days": "36501"}, "RECORDING_RETENTION_DAYS: must be 0 to 36500"),
         ({"appointment_retention_days": "-5"}, "APPOINTMENT_RETENTION_DAYS: must be 0 to 36500"),
+        ({"appointment_max_days": "36501"}, "APPOINTMENT_MAX_DAYS: must be 0 to 36500"),
         ({"retention_interval": "59"}, "RETENTION_INTERVAL: must be 60 to 86400"),
         ({"retention_interval": "86401"}, "RETENTION_INTERVAL: must be 60 to 86400"),
         ({"audit_retention_days": "six years"}, "AUDIT_RETENTION_DAYS: expected a whole number"),
