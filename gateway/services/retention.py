@@ -112,9 +112,10 @@ class RetentionService:
     def policy(self) -> RetentionPolicy:
         return self._policy
 
-    async def run_once(self) -> RetentionReport:
+    async def run_once(self, *, end_abandoned: bool = True) -> RetentionReport:
         """One bounded pass; StoreError (or OSError from the recording folder) if a step
-        failed: what earlier steps removed stays removed."""
+        failed: what earlier steps removed stays removed. ``end_abandoned=False`` leaves
+        appointments nobody ended alone (a pass run where no webhook can be sent)."""
         limits, policy = self._limits, self._policy
         now = self._clock.now()
         # The recording folder first: it is local, so a Redis outage does not hold it up;
@@ -136,7 +137,7 @@ class RetentionService:
 
         abandoned = 0
         cutoff = policy.abandoned_cutoff(now)
-        if cutoff is not None and self._end_abandoned is not None:
+        if cutoff is not None and end_abandoned and self._end_abandoned is not None:
             for appointment_id in await self._store.open_appointments(
                 created_before=cutoff, limit=limits.appointments
             ):

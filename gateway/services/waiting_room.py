@@ -348,7 +348,32 @@ class WaitingRoomService:
 
     async def end(self, *, appointment_id: str, actor: str) -> Appointment:
         """End the session: every link and session cookie dies, everyone is out."""
-        appointment = await self._store.end_appointment(appointment_id, self._clock.now())
+        return (await self._end(appointment_id, actor=actor))[1]
+
+    async def end_abandoned(self, appointment_id: str, *, actor: str) -> bool:
+        """End an appointment nobody ended (the retention's call), as :meth:`end` does,
+        unless one of its participants has a live connection: then it is left for a later
+        pass. True if this call ended it."""
+        appointment = await self._store.get_appointment(appointment_id)
+        if appointment is None or appointment.ended_at is not None:
+            # Gone, or ended meanwhile: ending it again only takes its id out of the
+            # store's index of open appointments.
+            await self._store.end_appointment(appointment_id, self._clock.now())
+            return False
+        for participant in await self._store.list_participants(appointment_id):
+            if await self._store.connection_count(participant.id) > 0:
+                return False
+        try:
+            first, _ = await self._end(appointment_id, actor=actor)
+        except NotFound:
+            return False
+        return first
+
+    async def _end(self, appointment_id: str, *, actor: str) -> tuple[bool, Appointment]:
+        """Whether this call ended it, and the appointment. Ending again finishes the
+        clean-up an interrupted end may have left (browser sessions, participants still
+        in), but only the first end is audited and published."""
+        first, appointment = await self._store.end_appointment(appointment_id, self._clock.now())
         if appointment is None:
             raise NotFound("appointment")
         ended = await self._store.delete_appointment_sessions(appointment_id)
@@ -360,6 +385,8 @@ class WaitingRoomService:
                     target=rules.target_of(ParticipantEvent.LEAVE),
                     at=self._clock.now(),
                 )
+        if not first:
+            return False, appointment
         await self._audit.record(
             "session.ended",
             actor=actor,
@@ -378,27 +405,7 @@ class WaitingRoomService:
                 room_id=appointment.room_id,
             )
         )
-        return appointment
-
-    async def end_abandoned(self, appointment_id: str, *, actor: str) -> bool:
-        """End an appointment nobody ended (the retention's call), as :meth:`end` does,
-        unless someone has a live connection to it: then it is left for a later pass.
-        True if it was ended now."""
-        appointment = await self._store.get_appointment(appointment_id)
-        if appointment is None:
-            # Gone: ending it only takes its id out of the store's index of open ones.
-            await self._store.end_appointment(appointment_id, self._clock.now())
-            return False
-        if appointment.ended_at is not None:
-            return False
-        for participant in await self._store.list_participants(appointment_id):
-            if await self._store.change_connections(participant.id, 0) > 0:
-                return False
-        try:
-            await self.end(appointment_id=appointment_id, actor=actor)
-        except NotFound:
-            return False
-        return True
+        return True, appointment
 
     async def end_by_host(self, host: BrowserSession) -> Appointment:
         seat = await self._host_seat(host)

@@ -87,8 +87,11 @@ class Store(Protocol):
 
     async def get_appointment(self, appointment_id: str) -> Appointment | None: ...
 
-    async def end_appointment(self, appointment_id: str, at: float) -> Appointment | None:
-        """Set ``ended_at`` once (the first end wins); None if it does not exist."""
+    async def end_appointment(
+        self, appointment_id: str, at: float
+    ) -> tuple[bool, Appointment | None]:
+        """Set ``ended_at`` once (the first end wins): whether this call ended it, and the
+        appointment as stored; ``(False, None)`` if it does not exist."""
 
     async def open_appointments(self, *, created_before: float, limit: int) -> list[str]:
         """The ids of up to ``limit`` appointments created before ``created_before`` that
@@ -127,6 +130,10 @@ class Store(Protocol):
     async def change_connections(self, participant_id: str, delta: int) -> int:
         """Add ``delta`` to the participant's count of live connections (never below
         zero) and return the new count, across every gateway process."""
+
+    async def connection_count(self, participant_id: str) -> int:
+        """The participant's count of live connections, read only (a count left by a
+        process that died still fades as :meth:`change_connections` lets it)."""
 
     async def hit_rate_limit(self, key: str, *, limit: int, window: float, now: float) -> bool:
         """Count one hit on ``key`` in the fixed window containing ``now``. True while

@@ -157,13 +157,15 @@ class MemoryStore:
     async def get_appointment(self, appointment_id: str) -> Appointment | None:
         return self._appointments.get(appointment_id)
 
-    async def end_appointment(self, appointment_id: str, at: float) -> Appointment | None:
+    async def end_appointment(
+        self, appointment_id: str, at: float
+    ) -> tuple[bool, Appointment | None]:
         appointment = self._appointments.get(appointment_id)
         if appointment is None or appointment.ended_at is not None:
-            return appointment
+            return False, appointment
         appointment = dataclasses.replace(appointment, ended_at=at)
         self._appointments[appointment_id] = appointment
-        return appointment
+        return True, appointment
 
     async def open_appointments(self, *, created_before: float, limit: int) -> list[str]:
         open_ = [
@@ -224,6 +226,9 @@ class MemoryStore:
         else:
             self._connections.pop(participant_id, None)
         return count
+
+    async def connection_count(self, participant_id: str) -> int:
+        return self._connections.get(participant_id, 0)
 
     async def hit_rate_limit(self, key: str, *, limit: int, window: float, now: float) -> bool:
         bucket = int(now // window)

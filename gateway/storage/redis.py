@@ -189,14 +189,15 @@ return redis.call('HGETALL', KEYS[1])
 
 # KEYS[1] appointment, KEYS[2] ended index, KEYS[3] open index; ARGV[1] ended_at,
 # ARGV[2] appointment id. The first end wins (and is indexed for the retention); the id
-# leaves the open index even if the appointment is gone.
+# leaves the open index even if the appointment is gone. -> {first (0/1), the fields}
 _END_APPOINTMENT = """
 redis.call('ZREM', KEYS[3], ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-if redis.call('HSETNX', KEYS[1], 'ended_at', ARGV[1]) == 1 then
+local first = redis.call('HSETNX', KEYS[1], 'ended_at', ARGV[1])
+if first == 1 then
   redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
 end
-return redis.call('HGETALL', KEYS[1])
+return {first, redis.call('HGETALL', KEYS[1])}
 """
 
 # KEYS[1] participant; ARGV[1] target, ARGV[2] at, ARGV[3..] source states.
@@ -1109,7 +1110,9 @@ class RedisStore:
         return None if fields is None else _appointment(fields)
 
     @_translate_errors
-    async def end_appointment(self, appointment_id: str, at: float) -> Appointment | None:
+    async def end_appointment(
+        self, appointment_id: str, at: float
+    ) -> tuple[bool, Appointment | None]:
         raw = await self._end_appointment(
             keys=[
                 self._key("apt", appointment_id),
@@ -1118,7 +1121,10 @@ class RedisStore:
             ],
             args=[_num(at), appointment_id],
         )
-        return None if raw is None else _appointment(_fields(raw))
+        if raw is None:
+            return False, None
+        first, fields = raw
+        return first == 1, _appointment(_fields(fields))
 
     @_translate_errors
     async def open_appointments(self, *, created_before: float, limit: int) -> list[str]:
@@ -1207,6 +1213,11 @@ class RedisStore:
             args=[int(delta), int(_CONNECTIONS_TTL_SECONDS * 1000)],
         )
         return int(count)
+
+    @_translate_errors
+    async def connection_count(self, participant_id: str) -> int:
+        count = await self._client.get(self._key("connections", participant_id))
+        return 0 if count is None else max(int(count), 0)
 
     @_translate_errors
     async def hit_rate_limit(self, key: str, *, limit: int, window: float, now: float) -> bool:

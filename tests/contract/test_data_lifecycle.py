@@ -62,7 +62,8 @@ async def an_appointment(store: Store, *, ended_at: float | None = None) -> Appo
     appointment = Appointment(id=new_id("apt"), room_id=new_id("rm"), created_at=T0)
     await store.put_appointment(appointment)
     if ended_at is not None:
-        ended = await store.end_appointment(appointment.id, ended_at)
+        ended_now, ended = await store.end_appointment(appointment.id, ended_at)
+        assert ended_now
         assert ended is not None
         appointment = ended
     return appointment
@@ -379,7 +380,7 @@ async def test_open_appointments_are_those_not_ended_oldest_first(store: Store) 
     await store.put_appointment(
         Appointment(id=new_id("apt"), room_id=new_id("rm"), created_at=T0 - 5, ended_at=T0)
     )
-    assert await store.end_appointment(made[1], T0 + 10) is not None
+    assert (await store.end_appointment(made[1], T0 + 10))[0]
 
     assert await store.open_appointments(created_before=T0 + 100, limit=10) == [
         made[0],
@@ -391,9 +392,9 @@ async def test_open_appointments_are_those_not_ended_oldest_first(store: Store) 
     assert await store.open_appointments(created_before=T0 + 100, limit=2) == [made[0], made[2]]
     assert await store.open_appointments(created_before=T0 + 100, limit=0) == []
     # Ending twice changes nothing; an appointment that is gone leaves the index anyway.
-    assert await store.end_appointment(made[0], T0 + 20) is not None
-    assert await store.end_appointment(made[0], T0 + 30) is not None
-    assert await store.end_appointment(new_id("apt"), T0 + 30) is None
+    assert (await store.end_appointment(made[0], T0 + 20))[0]
+    assert not (await store.end_appointment(made[0], T0 + 30))[0]
+    assert await store.end_appointment(new_id("apt"), T0 + 30) == (False, None)
     assert await store.open_appointments(created_before=T0 + 100, limit=10) == [made[2], made[3]]
 
 

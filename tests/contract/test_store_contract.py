@@ -416,7 +416,7 @@ async def test_absent_records_are_none(store: Store) -> None:
     assert await store.get_appointment(new_id("apt")) is None
     assert await store.set_room_lock(new_id("room"), True) is None
     assert await store.set_host_presence(new_id("room"), HostPresence.PRESENT) is None
-    assert await store.end_appointment(new_id("apt"), T0) is None
+    assert await store.end_appointment(new_id("apt"), T0) == (False, None)
     assert await store.get_room(new_id("room")) is None  # and nothing was created
 
 
@@ -477,12 +477,15 @@ async def test_concurrent_ends_of_an_appointment_keep_the_first(store: Store) ->
     results = await asyncio.gather(
         *(store.end_appointment(appointment.id, T0 + 100 + i) for i in range(CONCURRENCY))
     )
-    ended_at = {r.ended_at for r in results if r is not None}
+    # Exactly one call ended it; every call sees the same end.
+    assert sum(ended_now for ended_now, _ in results) == 1
+    ended_at = {r.ended_at for _, r in results if r is not None}
     assert len(ended_at) == 1
     (first,) = ended_at
     assert first is not None
     assert T0 + 100 <= first < T0 + 100 + CONCURRENCY
-    later = await store.end_appointment(appointment.id, T0 + 9999)
+    ended_now, later = await store.end_appointment(appointment.id, T0 + 9999)
+    assert not ended_now
     assert later == dataclasses.replace(appointment, ended_at=first)
     assert await store.get_appointment(appointment.id) == later
 

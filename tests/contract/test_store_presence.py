@@ -7,7 +7,7 @@ import asyncio
 from gateway.domain.ids import new_id
 from gateway.domain.model import Participant, Role
 from gateway.domain.waiting_room import ParticipantState
-from gateway.storage import Store
+from gateway.storage import RedisStore, Store
 
 T0 = 1_800_000_000.0
 
@@ -49,6 +49,26 @@ async def test_connection_counts_never_go_below_zero(store: Store) -> None:
     assert await store.change_connections(pid, -1) == 1
     assert await store.change_connections(pid, -5) == 0
     assert await store.change_connections(pid, 1) == 1
+
+
+async def test_reading_a_connection_count_changes_nothing(store: Store) -> None:
+    pid = new_id("ptc")
+    assert await store.connection_count(pid) == 0
+    await store.change_connections(pid, 2)
+    assert await store.connection_count(pid) == 2
+    await store.change_connections(pid, -2)
+    assert await store.connection_count(pid) == 0
+
+
+async def test_redis_reading_a_count_does_not_keep_a_dead_processs_count_alive(
+    redis_store: RedisStore,
+) -> None:
+    pid = new_id("ptc")
+    await redis_store.change_connections(pid, 1)
+    key = f"{redis_store.prefix}connections:{pid}"
+    await redis_store.client.pexpire(key, 5000)
+    assert await redis_store.connection_count(pid) == 1
+    assert 0 < await redis_store.client.pttl(key) <= 5000
 
 
 async def test_concurrent_connection_changes_all_count(store: Store) -> None:

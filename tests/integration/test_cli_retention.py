@@ -69,10 +69,35 @@ async def an_old_session(env: dict[str, str]) -> str:
         await store.close()
 
 
+async def an_old_open_appointment(env: dict[str, str]) -> str:
+    """An appointment made 100 days ago that nobody ended; its id."""
+    settings = Settings.load(env)
+    store = RedisStore.from_url(settings.redis_url, secret_box=SecretBox(settings.data_keys))
+    try:
+        services = Services.build(
+            settings=settings, store=store, clock=FrozenClock(time.time() - 100 * DAY)
+        )
+        return (await seed(services)).appointment.id
+    finally:
+        await store.close()
+
+
+async def ended_at(env: dict[str, str], appointment_id: str) -> float | None:
+    settings = Settings.load(env)
+    store = RedisStore.from_url(settings.redis_url, secret_box=SecretBox(settings.data_keys))
+    try:
+        appointment = await store.get_appointment(appointment_id)
+        assert appointment is not None
+        return appointment.ended_at
+    finally:
+        await store.close()
+
+
 def test_one_pass_removes_what_outlived_its_retention_and_says_how_much(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     client_id = asyncio.run(an_old_session(env))
+    open_id = asyncio.run(an_old_open_appointment(env))
     recordings = tmp_path / "recordings"
     recordings.mkdir()
     old, young = recordings / "rec_old.sealed", recordings / "rec_young.sealed"
@@ -93,6 +118,8 @@ def test_one_pass_removes_what_outlived_its_retention_and_says_how_much(
     assert removed["expired browser sessions forgotten"] == 0
     assert not old.exists()
     assert young.exists()
+    # Ending an appointment nobody ended sends a webhook: left to the gateways' sweepers.
+    assert asyncio.run(ended_at(env, open_id)) is None
     # What it logs and prints holds counts only.
     for leaked in (client_id, CLIENT_NAME, HOST_NAME):
         assert leaked not in result.stdout + result.stderr

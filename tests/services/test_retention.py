@@ -166,9 +166,58 @@ async def test_an_appointment_someone_is_connected_to_waits_for_a_later_pass(
     await any_store.change_connections(seeded.host.id, 1)
     assert await services.retention.run_once() == RetentionReport()
     assert await ended_at(any_store, seeded) is None
-
     await any_store.change_connections(seeded.host.id, -1)
+    await any_store.change_connections(seeded.client.id, 1)
+    assert await services.retention.run_once() == RetentionReport()
+
+    await any_store.change_connections(seeded.client.id, -1)
     assert await services.retention.run_once() == RetentionReport(abandoned_appointments=1)
+
+
+async def test_ending_again_is_neither_audited_nor_published_again(
+    any_store: Store, clock: FrozenClock, tmp_path: Path
+) -> None:
+    services = services_for(any_store, clock, tmp_path, appointment_max_days=90)
+    seeded = await seed(services)
+    published: list[Event] = []
+
+    async def on_event(event: Event) -> None:
+        if event.kind is EventKind.SESSION_ENDED:
+            published.append(event)
+
+    services.events.subscribe(on_event)
+    clock.advance(91 * DAY)
+    assert (await services.retention.run_once()).abandoned_appointments == 1
+    # The host presses End, the platform calls /end: the first end stands, once.
+    again = await services.waiting_room.end(appointment_id=seeded.appointment.id, actor="x")
+    assert again.ended_at == clock.now()
+    assert len(published) == 1
+    entries = await any_store.read_audit()
+    assert [e.actor for e in entries if e.action == "session.ended"] == ["retention"]
+
+
+async def test_two_gateways_end_an_appointment_nobody_ended_once(
+    redis_store: RedisStore,
+    redis_server: RedisServer,
+    secret_box: SecretBox,
+    clock: FrozenClock,
+    tmp_path: Path,
+) -> None:
+    other = RedisStore.from_url(redis_server.url, secret_box=secret_box, prefix=redis_store.prefix)
+    try:
+        one = services_for(redis_store, clock, tmp_path, appointment_max_days=90)
+        two = services_for(other, clock, tmp_path, appointment_max_days=90)
+        made = [(await seed(one)).appointment.id for _ in range(5)]
+        clock.advance(91 * DAY)
+        reports = await asyncio.gather(
+            one.retention.run_once(), two.retention.run_once(), one.retention.run_once()
+        )
+        assert sum(r.abandoned_appointments for r in reports) == 5
+        entries = await redis_store.read_audit()
+        ended = [e.subjects["appointment"] for e in entries if e.action == "session.ended"]
+        assert sorted(ended) == sorted(made)
+    finally:
+        await other.close()
 
 
 async def test_appointments_nobody_ended_are_kept_open_when_told_to(
