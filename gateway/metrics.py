@@ -183,8 +183,9 @@ class GatewayMetrics:
         )
         self.media_dropped = Counter(
             "quietroom_media_dropped_datagrams",
-            "Datagrams dropped because a peer's receive queue was full: this process's media "
-            "could not keep up (set by the media plane)",
+            "Media datagrams dropped because this process could not keep up: by the kernel "
+            "on its peers' full UDP sockets and at their bounded receive queues "
+            "(set by the media plane)",
             registry=registry,
         )
         self.media_refused = Counter(

@@ -71,6 +71,8 @@ from aiortc.rtp import (
     pack_remb_fci,
 )
 
+from gateway.media.udp_drops import socket_inode
+
 __all__ = [
     "AIOICE_SERIES",
     "AIORTC_VERSION",
@@ -501,7 +503,7 @@ def _leg(dtls: RTCDtlsTransport) -> _Leg:
 class FastPath:
     """What the synchronous data path of one peer connection did, for metrics and tests."""
 
-    __slots__ = ("dropped", "errors", "limit", "packets")
+    __slots__ = ("dropped", "errors", "inodes", "limit", "packets")
 
     def __init__(self, limit: int) -> None:
         #: At most this many datagrams wait in an ICE connection's receive queue.
@@ -512,6 +514,8 @@ class FastPath:
         self.dropped = 0
         #: RTP packets whose handler raised (logged once per connection).
         self.errors = 0
+        #: The inodes of the connection's own UDP sockets (for the kernel's drop counts).
+        self.inodes: set[int] = set()
 
 
 def _dtls_by_ice(pc: RTCPeerConnection) -> dict[RTCIceTransport, RTCDtlsTransport]:
@@ -555,6 +559,10 @@ def enable_fast_path(
         for protocol in connection._protocols:
             _divert_rtp(protocol, dtls, receive_rtp)
             _enlarge_receive_buffer(protocol, receive_buffer)
+            sock = protocol.transport.get_extra_info("socket")
+            inode = None if sock is None else socket_inode(sock)
+            if inode is not None:
+                fast.inodes.add(inode)
     return fast
 
 

@@ -21,6 +21,7 @@ from gateway.media.ice_policy import MediaNetwork
 from gateway.media.peer import GatewayPeer
 from gateway.media.reasons import MediaCloseReason
 from gateway.media.tracks import MediaKind
+from gateway.media.udp_drops import kernel_drops
 
 __all__ = ["ForwardedTotals", "MediaRooms"]
 
@@ -128,10 +129,13 @@ class MediaRooms:
         return ForwardedTotals(packets=packets, octets=octets)
 
     def dropped_datagrams(self) -> int:
-        """Datagrams dropped since start because a peer's receive queue was full (the
-        process could not keep up): closed peers' counts plus the live ones'."""
-        live = sum(p.fast_path.dropped for p in self._peers.values() if p.fast_path is not None)
-        return self._dropped_retired + live
+        """Datagrams dropped since start because this process could not keep up: by the
+        kernel on the peers' full sockets (RTP, mostly) and at their bounded receive
+        queues (STUN, DTLS, RTCP); closed peers' counts plus the live ones'."""
+        live = [p.fast_path for p in self._peers.values() if p.fast_path is not None]
+        inodes = {inode for fast in live for inode in fast.inodes}
+        queued = sum(fast.dropped for fast in live)
+        return self._dropped_retired + queued + kernel_drops(inodes)
 
     # --- negotiation ----------------------------------------------------------------------
 
@@ -152,10 +156,13 @@ class MediaRooms:
             self.refused_sessions += 1
             log.warning("media node full (%d sessions): a new session refused", self.max_sessions)
             raise MediaError("this media node is at capacity")
-        previous = self._peers.pop(participant_id, None)
-        if previous is not None:
+        # Another offer of the same participant may land while the previous peer closes:
+        # no peer is ever replaced without being closed.
+        while (previous := self._peers.pop(participant_id, None)) is not None:
             self._retire_peer(previous)
             await previous.close(MediaCloseReason.RENEGOTIATED)
+        if self._closed:
+            raise PeerClosed(reason=MediaCloseReason.SHUTDOWN.value)
         forwarder = self._forwarders.get(session_id)
         if forwarder is None or forwarder.closed is not None:
             forwarder = self._forwarders[session_id] = RoomForwarder(room_id=session_id)
@@ -237,5 +244,7 @@ class MediaRooms:
             self._retired.octets[kind] += size
 
     def _retire_peer(self, peer: GatewayPeer) -> None:
-        if peer.fast_path is not None:
-            self._dropped_retired += peer.fast_path.dropped
+        """Keep a peer's drop counts before it closes its sockets."""
+        fast = peer.fast_path
+        if fast is not None:
+            self._dropped_retired += fast.dropped + kernel_drops(fast.inodes)

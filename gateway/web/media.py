@@ -46,13 +46,17 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
     seen_overload = {"dropped": 0, "refused": 0}
 
     async def sample(metrics: GatewayMetrics) -> None:
+        # Counters only go up: a total that dips (a socket gone before its peer was
+        # retired) is held at its high-water mark rather than failing every scrape.
         totals = rooms.totals()
         for kind in MediaKind:
             packets, octets = metrics.forwarded(kind)
-            packets.inc(totals.packets[kind] - seen.packets[kind])
-            octets.inc(totals.octets[kind] - seen.octets[kind])
-        seen.packets, seen.octets = totals.packets, totals.octets
-        dropped, refused = rooms.dropped_datagrams(), rooms.refused_sessions
+            packets.inc(max(totals.packets[kind] - seen.packets[kind], 0))
+            octets.inc(max(totals.octets[kind] - seen.octets[kind], 0))
+            seen.packets[kind] = max(totals.packets[kind], seen.packets[kind])
+            seen.octets[kind] = max(totals.octets[kind], seen.octets[kind])
+        dropped = max(rooms.dropped_datagrams(), seen_overload["dropped"])
+        refused = max(rooms.refused_sessions, seen_overload["refused"])
         metrics.media_dropped.inc(dropped - seen_overload["dropped"])
         metrics.media_refused.inc(refused - seen_overload["refused"])
         seen_overload.update(dropped=dropped, refused=refused)

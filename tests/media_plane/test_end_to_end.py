@@ -10,6 +10,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,15 @@ from tests.media_plane.harness import LOOPBACK, LoopbackRoom, wait_for
 from tests.media_plane.media import Clip
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def _udp_socket_inodes() -> set[int]:
+    """Every UDP socket's inode in the kernel's tables."""
+    return {
+        int(row.split()[9])
+        for table in ("/proc/self/net/udp", "/proc/self/net/udp6")
+        for row in Path(table).read_text("ascii").splitlines()[1:]
+    }
 
 
 async def test_vp8_and_opus_are_decoded_at_the_far_end(
@@ -49,6 +59,9 @@ async def test_vp8_and_opus_are_decoded_at_the_far_end(
     assert fast is not None
     assert fast.packets >= stats.packets_in * 0.9
     assert fast.errors == 0
+    # The kernel's drop counts (for /metrics) are read for the peer's own sockets.
+    assert fast.inodes
+    assert fast.inodes <= _udp_socket_inodes()
     (published_video,) = [t for t in room.forwarder.published if t.kind == "video"]
     (sent_video,) = [t for t in sub.gateway.subscribed if t.kind == "video"]
     assert published_video.counters.packets > 0
