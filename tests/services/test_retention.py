@@ -105,6 +105,18 @@ async def test_a_pass_removes_what_outlived_its_retention(
     assert await services.retention.run_once() == RetentionReport()
 
 
+def ends_published(services: Services) -> list[Event]:
+    """The ``session.ended`` events published from now on."""
+    published: list[Event] = []
+
+    async def on_event(event: Event) -> None:
+        if event.kind is EventKind.SESSION_ENDED:
+            published.append(event)
+
+    services.events.subscribe(on_event)
+    return published
+
+
 async def ended_at(store: Store, seeded: Seeded) -> float | None:
     appointment = await store.get_appointment(seeded.appointment.id)
     assert appointment is not None
@@ -119,13 +131,7 @@ async def test_an_appointment_nobody_ended_is_ended_then_purged(
     )
     seeded = await seed(services)
     young = await seed(services)
-    ended: list[Event] = []
-
-    async def on_event(event: Event) -> None:
-        if event.kind is EventKind.SESSION_ENDED:
-            ended.append(event)
-
-    services.events.subscribe(on_event)
+    ended = ends_published(services)
     clock.advance(89 * DAY)
     later = await seed(services)
     clock.advance(1 * DAY)
@@ -179,13 +185,7 @@ async def test_ending_again_is_neither_audited_nor_published_again(
 ) -> None:
     services = services_for(any_store, clock, tmp_path, appointment_max_days=90)
     seeded = await seed(services)
-    published: list[Event] = []
-
-    async def on_event(event: Event) -> None:
-        if event.kind is EventKind.SESSION_ENDED:
-            published.append(event)
-
-    services.events.subscribe(on_event)
+    published = ends_published(services)
     clock.advance(91 * DAY)
     assert (await services.retention.run_once()).abandoned_appointments == 1
     # The host presses End, the platform calls /end: the first end stands, once.
