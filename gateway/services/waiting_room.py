@@ -347,8 +347,12 @@ class WaitingRoomService:
         return room
 
     async def end(self, *, appointment_id: str, actor: str) -> Appointment:
-        """End the session: every link and session cookie dies, everyone is out."""
-        return (await self._end(appointment_id, actor=actor))[1]
+        """End the session: every link and session cookie dies, everyone is out.
+
+        Every call is audited and published, the first or not: a retry after a failure
+        half-way (the store gone between the end and the audit entry) must still close
+        the session's media and tell its browsers. The first end time is kept."""
+        return (await self._end(appointment_id, actor=actor, only_first=False))[1]
 
     async def end_abandoned(self, appointment_id: str, *, actor: str) -> bool:
         """End an appointment nobody ended (the retention's call), as :meth:`end` does,
@@ -364,18 +368,22 @@ class WaitingRoomService:
             if await self._store.connection_count(participant.id) > 0:
                 return False
         try:
-            first, _ = await self._end(appointment_id, actor=actor)
+            first, _ = await self._end(appointment_id, actor=actor, only_first=True)
         except NotFound:
             return False
         return first
 
-    async def _end(self, appointment_id: str, *, actor: str) -> tuple[bool, Appointment]:
-        """Whether this call ended it, and the appointment. Ending again finishes the
-        clean-up an interrupted end may have left (browser sessions, participants still
-        in), but only the first end is audited and published."""
+    async def _end(
+        self, appointment_id: str, *, actor: str, only_first: bool
+    ) -> tuple[bool, Appointment]:
+        """Whether this call ended it, and the appointment. With ``only_first``, nothing
+        is done unless this call ended it (two sweepers, or a sweeper and an End, do not
+        end one appointment twice)."""
         first, appointment = await self._store.end_appointment(appointment_id, self._clock.now())
         if appointment is None:
             raise NotFound("appointment")
+        if only_first and not first:
+            return False, appointment
         ended = await self._store.delete_appointment_sessions(appointment_id)
         for participant in await self._store.list_participants(appointment_id):
             if participant.state in ACTIVE_STATES:
@@ -385,8 +393,6 @@ class WaitingRoomService:
                     target=rules.target_of(ParticipantEvent.LEAVE),
                     at=self._clock.now(),
                 )
-        if not first:
-            return False, appointment
         await self._audit.record(
             "session.ended",
             actor=actor,
@@ -405,7 +411,7 @@ class WaitingRoomService:
                 room_id=appointment.room_id,
             )
         )
-        return True, appointment
+        return first, appointment
 
     async def end_by_host(self, host: BrowserSession) -> Appointment:
         seat = await self._host_seat(host)

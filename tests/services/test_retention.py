@@ -180,20 +180,40 @@ async def test_an_appointment_someone_is_connected_to_waits_for_a_later_pass(
     assert await services.retention.run_once() == RetentionReport(abandoned_appointments=1)
 
 
-async def test_ending_again_is_neither_audited_nor_published_again(
-    any_store: Store, clock: FrozenClock, tmp_path: Path
+async def test_an_end_retried_after_a_failure_still_closes_the_session(
+    any_store: Store, clock: FrozenClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    services = services_for(any_store, clock, tmp_path, appointment_max_days=90)
+    services = services_for(any_store, clock, tmp_path)
     seeded = await seed(services)
     published = ends_published(services)
-    clock.advance(91 * DAY)
-    assert (await services.retention.run_once()).abandoned_appointments == 1
-    # The host presses End, the platform calls /end: the first end stands, once.
-    again = await services.waiting_room.end(appointment_id=seeded.appointment.id, actor="x")
-    assert again.ended_at == clock.now()
-    assert len(published) == 1
+    delete_sessions = any_store.delete_appointment_sessions
+    calls = 0
+
+    async def failing_once(appointment_id: str) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise StoreUnavailable("redis went away")
+        return await delete_sessions(appointment_id)
+
+    monkeypatch.setattr(any_store, "delete_appointment_sessions", failing_once)
+    with pytest.raises(StoreUnavailable):
+        await services.waiting_room.end(appointment_id=seeded.appointment.id, actor="host")
+    ended = await ended_at(any_store, seeded)
+    assert ended is not None
+    assert published == []
+
+    # The retry (the host again, or the platform's POST /end) keeps the first end time
+    # and does what the failed call could not: everyone is told, the media closes.
+    clock.advance(5)
+    again = await services.waiting_room.end(appointment_id=seeded.appointment.id, actor="host")
+    assert again.ended_at == ended
+    assert [e.appointment_id for e in published] == [seeded.appointment.id]
     entries = await any_store.read_audit()
-    assert [e.actor for e in entries if e.action == "session.ended"] == ["retention"]
+    assert [e.actor for e in entries if e.action == "session.ended"] == ["host"]
+    # The retention has nothing left to end.
+    clock.advance(100 * DAY)
+    assert (await services.retention.run_once()).abandoned_appointments == 0
 
 
 async def test_two_gateways_end_an_appointment_nobody_ended_once(
