@@ -88,6 +88,7 @@ class MediaHandlers:
             participant_id=caller.participant_id,
             sdp=payload["sdp"],
             sdp_type=payload["type"],
+            featured=self._role is Role.HOST,
         )
         try:
             await self._allowed(caller)

@@ -174,6 +174,8 @@ class RoomForwarder:
         self._published[track.track_id] = track
         self._targets.setdefault(track.track_id, [])
         log.info("room %s: %s publishes %s", self.room_id, track.participant_id, track.kind.value)
+        if track.featured:
+            self._make_room_for(track)
         self._assign()
 
     async def add_subscriber(self, track: SubscribedTrack) -> None:
@@ -231,6 +233,51 @@ class RoomForwarder:
                 if source is not None:
                     self._attach(target, source)
 
+    def _make_room_for(self, source: PublishedTrack) -> None:
+        """Show a featured publisher (the host) to every subscriber: one whose slots of
+        the track's kind are all taken by others gives up the pair with the highest
+        number, and its slot of this kind takes the track at once (its sibling then
+        waits for the host's other track). Those are the slots filled last."""
+        by_participant: dict[str, list[SubscribedTrack]] = {}
+        for target in self._subscribed.values():
+            if target.participant_id != source.participant_id:
+                by_participant.setdefault(target.participant_id, []).append(target)
+        for mine in by_participant.values():
+            if any(
+                t.source is not None and t.source.participant_id == source.participant_id
+                for t in mine
+            ) or any(self._free_for(t, source, mine) for t in mine):
+                continue  # shows the host already, or a free slot will take it
+            taken = [
+                t
+                for t in mine
+                if t.kind is source.kind and t.source is not None and not t.source.featured
+            ]
+            if not taken:
+                continue
+            slot = max(t.slot for t in taken)
+            for target in mine:
+                if target.slot == slot:
+                    self._detach(target)
+            self._attach(next(t for t in taken if t.slot == slot), source)
+
+    @staticmethod
+    def _free_for(
+        target: SubscribedTrack, source: PublishedTrack, mine: list[SubscribedTrack]
+    ) -> bool:
+        """Whether ``target``, one of a subscriber's slots ``mine``, would take ``source``:
+        free, of its kind, and its sibling free too or showing the same participant."""
+        if target.kind is not source.kind or target.source is not None:
+            return False
+        sibling = next(
+            (t for t in mine if t.slot == target.slot and t.kind is not target.kind), None
+        )
+        return (
+            sibling is None
+            or sibling.source is None
+            or sibling.source.participant_id == source.participant_id
+        )
+
     def _source_for(self, target: SubscribedTrack) -> PublishedTrack | None:
         """The publisher track a free slot should carry, if any.
 
@@ -241,13 +288,17 @@ class RoomForwarder:
         """
         mine = [t for t in self._subscribed.values() if t.participant_id == target.participant_id]
         receiving = {t.source.track_id for t in mine if t.source is not None}
-        candidates = [
-            source
-            for source in self._published.values()
-            if source.kind is target.kind
-            and source.participant_id != target.participant_id
-            and source.track_id not in receiving
-        ]
+        # Featured publishers (the host) first, then in the order they started.
+        candidates = sorted(
+            (
+                source
+                for source in self._published.values()
+                if source.kind is target.kind
+                and source.participant_id != target.participant_id
+                and source.track_id not in receiving
+            ),
+            key=lambda source: not source.featured,
+        )
         sibling = next(
             (
                 t.source

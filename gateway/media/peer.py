@@ -107,6 +107,7 @@ class _Inbound:
             track_id=f"{self._peer.participant_id}/{self._peer.leg_id}/{parameters.muxId}",
             participant_id=self._peer.participant_id,
             kind=self._kind,
+            featured=self._peer.featured,
             codecs=parameters.codecs,
             rtx_ssrcs=rtx_ssrcs,
             feedback=_aiortc.ReceiverFeedback(self._receiver),
@@ -166,6 +167,7 @@ class GatewayPeer:
         participant_id: str,
         forwarder: RoomForwarder,
         network: MediaNetwork,
+        featured: bool = False,
         video_codecs: Sequence[VideoCodec] = (VideoCodec.VP8, VideoCodec.H264),
         history_size: int = 1024,
         receive_queue_limit: int = 256,
@@ -175,6 +177,8 @@ class GatewayPeer:
             raise ValueError("at least one video codec is needed")
         self.room_id = room_id
         self.participant_id = participant_id
+        #: Shown to every subscriber, ahead of everyone else (the host).
+        self.featured = featured
         self.forwarder = forwarder
         self.network = network
         self.video_codecs = tuple(video_codecs)

@@ -140,9 +140,16 @@ class MediaRooms:
     # --- negotiation ----------------------------------------------------------------------
 
     async def answer(
-        self, *, session_id: str, participant_id: str, sdp: object, sdp_type: object
+        self,
+        *,
+        session_id: str,
+        participant_id: str,
+        sdp: object,
+        sdp_type: object,
+        featured: bool = False,
     ) -> str:
         """The gateway's answer to a participant's offer; their previous peer is replaced.
+        A ``featured`` participant (the host) is shown to everyone (:class:`RoomForwarder`).
 
         Raises :class:`~gateway.errors.SdpRejected` for an offer that cannot be answered
         (the new peer is then closed), :class:`~gateway.errors.PeerClosed` while the
@@ -171,6 +178,7 @@ class MediaRooms:
         peer = GatewayPeer(
             room_id=session_id,
             participant_id=participant_id,
+            featured=featured,
             forwarder=forwarder,
             network=self.network,
             video_codecs=self.video_codecs,

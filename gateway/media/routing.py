@@ -59,7 +59,13 @@ class MediaRouter(Protocol):
     """What signaling asks of the media plane, wherever the session's media lives."""
 
     async def answer(
-        self, *, session_id: str, participant_id: str, sdp: object, sdp_type: object
+        self,
+        *,
+        session_id: str,
+        participant_id: str,
+        sdp: object,
+        sdp_type: object,
+        featured: bool = False,
     ) -> str: ...
 
     async def add_candidate(
@@ -88,10 +94,20 @@ class LocalRouter:
         self.rooms = rooms
 
     async def answer(
-        self, *, session_id: str, participant_id: str, sdp: object, sdp_type: object
+        self,
+        *,
+        session_id: str,
+        participant_id: str,
+        sdp: object,
+        sdp_type: object,
+        featured: bool = False,
     ) -> str:
         return await self.rooms.answer(
-            session_id=session_id, participant_id=participant_id, sdp=sdp, sdp_type=sdp_type
+            session_id=session_id,
+            participant_id=participant_id,
+            sdp=sdp,
+            sdp_type=sdp_type,
+            featured=featured,
         )
 
     async def add_candidate(
@@ -242,10 +258,21 @@ class RedisRouter:
     # --- what signaling calls ----------------------------------------------------------------
 
     async def answer(
-        self, *, session_id: str, participant_id: str, sdp: object, sdp_type: object
+        self,
+        *,
+        session_id: str,
+        participant_id: str,
+        sdp: object,
+        sdp_type: object,
+        featured: bool = False,
     ) -> str:
         node = await self._node_of(session_id)
-        args = {"participant_id": participant_id, "sdp": sdp, "sdp_type": sdp_type}
+        args = {
+            "participant_id": participant_id,
+            "sdp": sdp,
+            "sdp_type": sdp_type,
+            "featured": featured,
+        }
         result = await self._call(node, "answer", session_id, args)
         if not isinstance(result, str):
             raise MediaError("a media node sent a malformed answer")
@@ -393,6 +420,7 @@ class RedisRouter:
                 participant_id=str(args["participant_id"]),
                 sdp=args["sdp"],
                 sdp_type=args["sdp_type"],
+                featured=args.get("featured") is True,
             )
         if op == "candidate":
             return await rooms.add_candidate(

@@ -106,10 +106,13 @@ class PublishedTrack:
         codecs: Sequence[RTCRtpCodecParameters],
         rtx_ssrcs: Mapping[int, int],
         feedback: UpstreamFeedback,
+        featured: bool = False,
     ) -> None:
         self.track_id = track_id
         self.participant_id = participant_id
         self.kind = kind
+        #: Shown to every subscriber, ahead of everyone else (the host).
+        self.featured = featured
         self.formats = _formats(codecs)
         self.rtx_apts = _rtx_apts(codecs)
         #: RTX SSRC -> media SSRC, from the SDP's FID groups (may be empty).

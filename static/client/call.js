@@ -23,8 +23,8 @@ const STATUS = {
  * ``tell(event, detail)`` informs an embedding page; ``show()`` shows the view;
  * ``waiting`` is what the stage says until the other person's video arrives; ``slots``
  * is how many other people's audio and video to receive.
- * Returns the call: ``setReconnecting``, ``restartMedia``, ``setRecording``, ``setSlots``,
- * ``peer`` and ``stop``.
+ * Returns the call: ``setReconnecting``, ``restartMedia``, ``setRecording``, ``peer`` and
+ * ``stop``.
  */
 export async function startCall(
   socket,
@@ -118,12 +118,6 @@ export async function startCall(
       ui.recording.hidden = !recording;
       announce(recording ? "This session is now being recorded." : "Recording has stopped.");
       tell("recording", { recording });
-    },
-    /** Receive at least ``n`` other people (a fresh offer if more than now). */
-    setSlots(n) {
-      if (media) {
-        media.setSlots(n);
-      }
     },
     /** The current RTCPeerConnection with the gateway, or null. */
     peer() {

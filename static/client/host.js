@@ -16,8 +16,9 @@ const LISTS = {
   in_session: "session",
 };
 const BASE_TITLE = document.title;
-/** The most other people one offer can receive (the gateway takes 16 media sections). */
-const MAX_SLOTS = 7;
+/** Other people one offer receives: the most 16 media sections hold (docs/SIGNALING.md).
+ * Fixed from the start, so an admission never makes the host's media start over. */
+const CALL_SLOTS = 7;
 
 /** participant_id -> {row: the data from the gateway, element: its <li>} */
 const people = new Map();
@@ -266,14 +267,12 @@ function inSession() {
 
 // --- the call ---------------------------------------------------------------------------
 
-/** The call starts with the first admission and receives everyone in session. */
+/** The call starts with the first admission and receives up to CALL_SLOTS people. */
 async function syncCall(count) {
   if (ended || count === 0 || !socket.connected) {
     return;
   }
-  const slots = Math.min(MAX_SLOTS, count);
   if (hostCall) {
-    hostCall.setSlots?.(slots);
     return;
   }
   hostCall = {}; // taken: a second render must not start a second call
@@ -297,7 +296,7 @@ async function syncCall(count) {
       syncCall(inSession());
     },
     waiting: "Waiting for your client's video…",
-    slots,
+    slots: CALL_SLOTS,
   });
   if (ended) {
     started.stop();
@@ -305,7 +304,6 @@ async function syncCall(count) {
   }
   hostCall = started;
   hostCall.setRecording(recording.active);
-  hostCall.setSlots(Math.min(MAX_SLOTS, inSession()));
 }
 
 // --- recording --------------------------------------------------------------------------

@@ -20,9 +20,10 @@ const digits = Number(root.dataset.totpDigits) || 6;
 const tell = embedBridge((root.dataset.embedders || "").split(" ").filter(Boolean));
 const banner = byId("connection-banner");
 
-/** Other people a client can see and hear: the therapist, and up to three more clients
- * (couples and family sessions). The slots are fixed by the offer (docs/SIGNALING.md). */
-const CALL_SLOTS = 4;
+/** Other people a client can see and hear: the therapist (always one of them: the
+ * gateway gives the host a slot first) and up to six more clients. The slots are fixed by
+ * the offer, and 7 is the most 16 media sections hold (docs/SIGNALING.md). */
+const CALL_SLOTS = 7;
 
 /** Screens before the waiting room: a reconnect does not pull the person out of them. */
 const PREPARING = new Set(["screen-welcome", "screen-check", "screen-identity", "screen-consent"]);

@@ -159,12 +159,14 @@ def published(
     codecs: list[RTCRtpCodecParameters] | None = None,
     rtx_ssrcs: dict[int, int] | None = None,
     name: str = "1",
+    featured: bool = False,
 ) -> tuple[PublishedTrack, FakeFeedback]:
     feedback = FakeFeedback()
     track = PublishedTrack(
         track_id=f"{participant}/{name}",
         participant_id=participant,
         kind=kind,
+        featured=featured,
         codecs=codecs if codecs is not None else (vp8() if kind is MediaKind.VIDEO else opus()),
         rtx_ssrcs=rtx_ssrcs if rtx_ssrcs is not None else {0x2222: 0x1111},
         feedback=feedback,

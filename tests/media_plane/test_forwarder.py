@@ -404,6 +404,61 @@ async def test_audio_and_video_slots_pair_up_per_participant(forwarder: RoomForw
     assert slots[MediaKind.VIDEO, 0].source is camera
 
 
+async def test_the_host_is_shown_to_everyone_even_with_every_slot_taken(
+    forwarder: RoomForwarder,
+) -> None:
+    # A client with two slot pairs, in a session of three other clients and the host.
+    slots = {
+        (kind, number): subscribed("ptc_x", kind=kind, name=f"{kind.value}{number}", slot=number)[0]
+        for number in (0, 1)
+        for kind in (MediaKind.AUDIO, MediaKind.VIDEO)
+    }
+    for slot in slots.values():
+        await forwarder.add_subscriber(slot)
+    clients = {}
+    for name in ("ptc_c1", "ptc_c2", "ptc_c3"):
+        for kind in (MediaKind.AUDIO, MediaKind.VIDEO):
+            clients[name, kind] = published(name, kind=kind, name=kind.value)[0]
+            await forwarder.publish(clients[name, kind])
+    shown = {t.source.participant_id for t in slots.values() if t.source is not None}
+    assert shown == {"ptc_c1", "ptc_c2"}
+
+    # The host's media arrives last (or comes back after a reconnect): the pair filled
+    # last gives way, and its video waits for the host's camera.
+    host_audio, _ = published("ptc_host", kind=MediaKind.AUDIO, name="a", featured=True)
+    await forwarder.publish(host_audio)
+    assert slots[MediaKind.AUDIO, 1].source is host_audio
+    assert slots[MediaKind.VIDEO, 1].source is None
+    assert slots[MediaKind.AUDIO, 0].source is clients["ptc_c1", MediaKind.AUDIO]
+    host_video, _ = published("ptc_host", kind=MediaKind.VIDEO, name="v", featured=True)
+    await forwarder.publish(host_video)
+    assert slots[MediaKind.VIDEO, 1].source is host_video
+    assert forwarder._targets[clients["ptc_c2", MediaKind.VIDEO].track_id] == []
+
+    # The host reconnects: while away a client takes the pair; back, the host takes it again.
+    await forwarder.remove_tracks([host_audio.track_id, host_video.track_id])
+    assert slots[MediaKind.AUDIO, 1].source is not None
+    assert slots[MediaKind.AUDIO, 1].source.participant_id != "ptc_host"
+    again_audio, _ = published("ptc_host", kind=MediaKind.AUDIO, name="a2", featured=True)
+    again_video, _ = published("ptc_host", kind=MediaKind.VIDEO, name="v2", featured=True)
+    await forwarder.publish(again_video)
+    await forwarder.publish(again_audio)
+    pair = {t.source.participant_id for t in slots.values() if t.slot == 1 and t.source}
+    assert pair == {"ptc_host"}
+    assert slots[MediaKind.VIDEO, 1].source is again_video
+    assert slots[MediaKind.AUDIO, 1].source is again_audio
+
+
+async def test_a_free_pair_takes_the_host_before_other_clients(forwarder: RoomForwarder) -> None:
+    slot, _ = subscribed("ptc_x", kind=MediaKind.AUDIO, name="a0", slot=0)
+    client, _ = published("ptc_c1", kind=MediaKind.AUDIO, name="a")
+    host, _ = published("ptc_host", kind=MediaKind.AUDIO, name="a", featured=True)
+    await forwarder.publish(client)
+    await forwarder.publish(host)
+    await forwarder.add_subscriber(slot)
+    assert slot.source is host
+
+
 async def test_removed_subscriber_gets_nothing_more(forwarder: RoomForwarder) -> None:
     source, _ = published(kind=MediaKind.AUDIO)
     target, sink = subscribed(kind=MediaKind.AUDIO)

@@ -28,7 +28,7 @@ const FINAL = new Set(["not_allowed", "turn_not_configured", "invalid_input"]);
  *   receiver (whose statistics say whether someone's video arrives on it now);
  * - ``onNetwork(poor)``: whether the connection looks poor (loss, freezes, delay).
  *
- * Returns ``{close(), restart(), setSlots(n), peer()}``.
+ * Returns ``{close(), restart(), peer()}``.
  */
 export function connectMedia(
   socket,
@@ -42,7 +42,7 @@ export function connectMedia(
   let graceTimer = 0;
   let statsTimer = 0;
   let state = null;
-  let wanted = Math.max(1, slots);
+  const wanted = Math.max(1, slots);
   const quality = new NetworkJudge(onNetwork);
 
   const tell = (next, detail = {}) => {
@@ -216,14 +216,6 @@ export function connectMedia(
       attempt = 0;
       state = null;
       negotiate();
-    },
-    /** Offer at least ``n`` slots; more than now means a fresh offer. */
-    setSlots(n) {
-      if (n > wanted && !closed) {
-        wanted = n;
-        window.clearTimeout(retryTimer);
-        negotiate();
-      }
     },
     /** Whether the media is connected now. */
     get connected() {
