@@ -613,6 +613,13 @@ class MediaRecorders:
         finally:
             self._open.pop(recording_id, None)
 
+    async def discard(self, recording_id: str) -> None:
+        """Drop it: the temporary file is removed, nothing is published."""
+        recorder = self._open.pop(recording_id, None)
+        if recorder is not None:
+            self._rooms.remove_tap(recorder.session_id, recorder.tap)
+            await recorder.abort()
+
     async def close(self) -> None:
         """Stop every recording (their service finishes the records first, normally)."""
         for recording_id in list(self._open):

@@ -107,6 +107,9 @@ class RecorderBackend(Protocol):
     async def end(self, recording_id: str) -> SealedFile | None:
         """Seal it; None when nothing could be sealed (the recorder failed)."""
 
+    async def discard(self, recording_id: str) -> None:
+        """Drop it: nothing of it is sealed or published."""
+
 
 @dataclass(frozen=True, slots=True)
 class ConsentState:
@@ -420,6 +423,13 @@ class RecordingService:
                 except NotAllowed:
                     await self._refuse(seat, host, "unavailable")
                     raise
+                # A withdrawal or an admission that landed while the recorder started
+                # waits for this lock to stop it: look again before anyone is told, and
+                # keep nothing of what was taken since.
+                reason = await self._must_stop(recording)
+                if reason is not None:
+                    await self._discard_here(recording, reason)
+                    await self._refused_by(seat, host, reason)
             await self._audit.record(
                 "recording.started",
                 actor=host.participant_id,
@@ -440,6 +450,17 @@ class RecordingService:
                 await self._stop(recording, reason, actor=_GATEWAY)
                 await self._refused_by(seat, host, reason, audit=False)
             return recording
+
+    async def _discard_here(self, recording: Recording, reason: StopReason) -> None:
+        """Drop a recording this process began but never announced, and finish its
+        record with no file."""
+        assert self._backend is not None
+        await self._backend.discard(recording.id)
+        self._local.pop(recording.id, None)
+        self._consents_at_start.pop(recording.id, None)
+        await self._store.finish_recording(
+            recording.id, stopped_at=self._clock.now(), reason=reason, sealed=None, consents=()
+        )
 
     async def _refused_by(
         self, seat: Seat, host: BrowserSession, reason: StopReason, *, audit: bool = True
@@ -505,9 +526,22 @@ class RecordingService:
             return await self._stop(recording, StopReason.HOST, actor=host.participant_id)
 
     async def enforce(self, appointment_id: str) -> None:
-        """Stop the appointment's recording if the rule no longer allows it."""
-        if await self._store.active_recording(appointment_id) is None:
+        """Stop the appointment's recording if the rule no longer allows it.
+
+        A recorder on this process stops taking media at once, before the appointment's
+        lock is taken: a start holding it may take a while (the recorder starting, the
+        audit entry, the announcement), and nothing may be recorded after a withdrawal
+        meanwhile. The stop itself (sealed, audited, announced) waits for the lock."""
+        current = await self._store.active_recording(appointment_id)
+        if current is None:
             return
+        backend = self._backend
+        if (
+            backend is not None
+            and backend.has(current.id)
+            and await self._must_stop(current) is not None
+        ):
+            backend.halt(current.id)
         async with self._lock(appointment_id):
             recording = await self._store.active_recording(appointment_id)
             if recording is None:

@@ -73,6 +73,10 @@ class FakeRecorder:
     def halt(self, recording_id: str) -> None:
         self.calls.append(("halt", recording_id))
 
+    async def discard(self, recording_id: str) -> None:
+        self.open.pop(recording_id, None)
+        self.calls.append(("discard", recording_id))
+
     async def end(self, recording_id: str) -> SealedFile | None:
         self.open.pop(recording_id, None)
         self.calls.append(("end", recording_id))
@@ -322,6 +326,47 @@ async def test_a_start_stopped_at_once_is_answered_as_refused(
     with pytest.raises(ConsentMissing):
         await services.recordings.start(host)
     assert recorder.open == {}
+    # What the recorder took is dropped, not sealed: nothing recorded after a withdrawal.
+    (recording_id,) = [rid for call, rid in recorder.calls if call == "begin"]
+    assert ("discard", recording_id) in recorder.calls
+    assert ("end", recording_id) not in recorder.calls
+    status = await services.recordings.status(await services.waiting_room.seat_of(host))
+    assert not status.active
+
+
+async def test_a_withdrawal_during_the_announcement_stops_the_media_at_once(
+    services: Services, recorder: FakeRecorder, clock: FrozenClock
+) -> None:
+    seeded = await seed(services, policy=ALLOWED)
+    host, client = await in_session(services, seeded)
+    await everyone_agrees(services, host, client)
+    halted_while_starting: list[bool] = []
+
+    async def withdraw() -> None:
+        await services.recordings.set_consent(client, version=VERSION, given=False)
+
+    async def on_event(event: Event) -> None:
+        if event.kind is not EventKind.RECORDING_STARTED:
+            return
+        # The client withdraws from their own page while the start is announced (the
+        # start holds the appointment's lock until it returns).
+        withdrawal = asyncio.create_task(withdraw())
+        halt = ("halt", event.extra["recording"])
+        for _ in range(500):  # up to 5 s for the store's round trips
+            if halt in recorder.calls:
+                break
+            await asyncio.sleep(0.01)
+        halted_while_starting.append(halt in recorder.calls)
+        assert not withdrawal.done()  # its stop waits for the lock
+
+    services.events.subscribe(on_event)
+    with pytest.raises(ConsentMissing):
+        await services.recordings.start(host)
+    assert halted_while_starting == [True]
+    for _ in range(500):
+        if not (await services.recordings.status(await services.waiting_room.seat_of(host))).active:
+            break
+        await asyncio.sleep(0.01)
     status = await services.recordings.status(await services.waiting_room.seat_of(host))
     assert not status.active
 
