@@ -22,8 +22,9 @@ def main() -> None:
     parser.add_argument("--packets", type=int, default=20_000)
     parser.add_argument("--size", type=int, default=1200, help="RTP packet bytes")
     args = parser.parse_args()
-    if not 0 < args.packets <= 1_000_000 or not 12 < args.size <= 1500:
-        parser.error("--packets 1 to 1,000,000, --size 13 to 1500")
+    # pylibsrtp protects at most 1500 bytes less its 144-byte trailer allowance.
+    if not 0 < args.packets <= 1_000_000 or not 12 < args.size <= 1356:
+        parser.error("--packets 1 to 1,000,000, --size 13 to 1356")
     key = os.urandom(30)
     profile = Policy.SRTP_PROFILE_AES128_CM_SHA1_80
     tx = Session(policy=Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile))

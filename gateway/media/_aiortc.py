@@ -116,6 +116,8 @@ _FAST: Final = "_quietroom_fast"
 _DTLS_CONNECTED: Final = DtlsState.CONNECTED
 #: The component WebRTC uses (RTP and RTCP are multiplexed on one).
 _COMPONENT: Final = 1
+#: The longest SRTP or SRTCP datagram pylibsrtp unprotects (its buffer's size).
+_SRTP_MAX_DATAGRAM: Final = 1500
 
 
 def _instance_fields(cls: type, method: str = "__init__") -> frozenset[str]:
@@ -482,7 +484,9 @@ class _Leg:
                 protected = dtls._tx_srtp.protect_rtcp(data)
             else:
                 protected = dtls._tx_srtp.protect(data)
-        except pylibsrtp.Error:
+        except (pylibsrtp.Error, ValueError):
+            # ValueError: too long to protect (over 1356 bytes of RTP): dropped, as a
+            # router past the path's MTU would drop it.
             return False
         if pair is not self._pair:
             self._pair, self._addr = pair, pair.remote_addr
@@ -628,6 +632,11 @@ def _divert_rtp(
     original = protocol.datagram_received
 
     def datagram_received(data: bytes | str, addr: tuple[Any, ...]) -> None:
+        if len(data) > _SRTP_MAX_DATAGRAM and 127 < data[0] < 192:  # type: ignore[operator]
+            # SRTP or SRTCP too long for the SRTP library, which raises ValueError, not
+            # its own error: aiortc's receive task would die of it and close the call.
+            # Anyone can send one to the port, so it goes no further.
+            return
         # RFC 7983: 128-191 is RTP or RTCP; RTCP's packet types put 192-208 next.
         if (
             len(data) > 1

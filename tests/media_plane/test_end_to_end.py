@@ -7,7 +7,9 @@ H.264 and Opus, and a subscriber's aiortc receivers decode what the gateway forw
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +39,41 @@ def _udp_socket_inodes() -> set[int]:
         for table in ("/proc/self/net/udp", "/proc/self/net/udp6")
         for row in Path(table).read_text("ascii").splitlines()[1:]
     }
+
+
+async def test_oversized_and_junk_datagrams_from_anyone_do_not_end_the_call(
+    room: LoopbackRoom, vp8_clip: Clip, opus_clip: Clip
+) -> None:
+    pub = await room.add_publisher("ptc_pub", video=vp8_clip, audio=opus_clip)
+    sub = await room.add_subscriber("ptc_sub")
+    video = sub.received["video"]
+    assert await wait_for(lambda: video.count >= 15, timeout=6)
+    ports = [
+        (c.host, c.port)
+        for peer in (pub.gateway, sub.gateway)
+        if peer.peer_connection is not None
+        for ice in _aiortc._ice_transports(peer.peer_connection)
+        for c in ice._connection.local_candidates
+    ]
+    assert ports
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for addr in ports:
+            for second in (200, 201, 96, 111):  # SRTCP (SR, RR) and SRTP, as RFC 7983 sorts
+                stranger.sendto(bytes([0x80, second]) + b"\xff" * 1598, addr)
+                stranger.sendto(bytes([0x80, second]) + os.urandom(100), addr)
+            stranger.sendto(b"\x16\xfe\xfd" + os.urandom(60), addr)  # junk DTLS
+    finally:
+        stranger.close()
+    seen = video.count
+    assert await wait_for(lambda: video.count >= seen + 30, timeout=6)
+    assert pub.gateway.connection_state == "connected"
+    assert sub.gateway.connection_state == "connected"
+
+    # A copy too long to protect is not sent, and nothing raises.
+    (sent_video,) = [t for t in sub.gateway.subscribed if t.kind == "video"]
+    too_long = bytes([0x80, 96, 0, 1]) + bytes(8) + b"\x00" * 1400
+    assert sent_video.sink.send(too_long) is False
 
 
 async def test_vp8_and_opus_are_decoded_at_the_far_end(
