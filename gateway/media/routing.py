@@ -415,13 +415,21 @@ class RedisRouter:
     async def _perform(self, op: str, session_id: str, args: dict[str, Any]) -> Any:
         rooms = self.rooms
         if op == "answer":
-            return await rooms.answer(
-                session_id=session_id,
-                participant_id=str(args["participant_id"]),
-                sdp=args["sdp"],
-                sdp_type=args["sdp_type"],
-                featured=args.get("featured") is True,
-            )
+            try:
+                return await rooms.answer(
+                    session_id=session_id,
+                    participant_id=str(args["participant_id"]),
+                    sdp=args["sdp"],
+                    sdp_type=args["sdp_type"],
+                    featured=args.get("featured") is True,
+                )
+            except MediaError:
+                if rooms.full and rooms.forwarder(session_id) is None:
+                    # Turned away at capacity (placed here on a load figure from before
+                    # it filled up): let the next offer be placed again, elsewhere if
+                    # another node has room, instead of sending every retry here.
+                    await self._release(keys=[self._sessions_key], args=[session_id, self.node_id])
+                raise
         if op == "candidate":
             return await rooms.add_candidate(
                 str(args["participant_id"]),

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
+from redis.asyncio import Redis
 
+from gateway.domain.ids import new_id
 from gateway.errors import ConfigError, MediaError
 from gateway.media.ice_policy import MediaNetwork
 from gateway.media.reasons import MediaCloseReason
 from gateway.media.rooms import MediaRooms
+from gateway.media.routing import RedisRouter
 from tests.factories import make_settings
+from tests.fixtures.servers import RedisServer
 from tests.media_plane.harness import LOOPBACK
 
 pytestmark = pytest.mark.timeout(60)
@@ -81,3 +85,46 @@ def test_the_setting_is_read_and_checked() -> None:
     assert make_settings(media_max_sessions="12").media_max_sessions == 12
     with pytest.raises(ConfigError, match="MEDIA_MAX_SESSIONS"):
         make_settings(media_max_sessions="-1")
+
+
+async def test_a_session_turned_away_by_a_full_node_is_placed_again(
+    redis_server: RedisServer,
+) -> None:
+    """Placed on a node that filled up since its last load figure, a new session is
+    refused there once; its next offer goes to a node with room."""
+    client = Redis.from_url(redis_server.url)
+    prefix = f"qr-{new_id('tst')}:"
+    network = MediaNetwork.build(addresses=[LOOPBACK], allow_loopback=True)
+    nodes = [
+        RedisRouter(MediaRooms(network=network, max_sessions=1), client, prefix=prefix, node_id=n)
+        for n in ("a", "b")
+    ]
+    offers: list[RTCPeerConnection] = []
+    try:
+        for node in nodes:
+            await node.start()
+        full, spare = nodes
+        pc, sdp = await _offer()
+        offers.append(pc)
+        await full.rooms.answer(session_id="s1", participant_id="p1", sdp=sdp, sdp_type="offer")
+        assert full.rooms.full
+        # The load table has not caught up yet: the new session is placed on the full node.
+        await client.hset(f"{prefix}media:sessions", "s2", "a")
+
+        pc, sdp = await _offer()
+        offers.append(pc)
+        with pytest.raises(MediaError):
+            await spare.answer(session_id="s2", participant_id="p2", sdp=sdp, sdp_type="offer")
+        assert await client.hget(f"{prefix}media:sessions", "s2") is None
+
+        await full._beat()  # the full node now publishes itself as the last choice
+        await spare.answer(session_id="s2", participant_id="p2", sdp=sdp, sdp_type="offer")
+        assert await client.hget(f"{prefix}media:sessions", "s2") == b"b"
+        assert spare.rooms.session_ids() == ["s2"]
+    finally:
+        for node in nodes:
+            await node.stop()
+            await node.rooms.close()
+        for pc in offers:
+            await pc.close()
+        await client.aclose()
