@@ -54,8 +54,10 @@ export class RecordingConsent {
     if (this.text === null || this.dialog.open || typeof this.dialog.showModal !== "function") {
       return;
     }
+    // The answer is to this wording, even if a newer one is asked for meanwhile.
+    const shown = this.version;
     fillText(byId("recording-dialog-text"), this.text);
-    byId("recording-dialog-version").textContent = this.version;
+    byId("recording-dialog-version").textContent = shown;
     const choice = await new Promise((resolve) => {
       this.dialog.returnValue = "";
       this.dialog.addEventListener("close", () => resolve(this.dialog.returnValue), { once: true });
@@ -64,11 +66,11 @@ export class RecordingConsent {
       byId("recording-dialog-title").focus();
     });
     if (choice === "agree") {
-      await this.record(true);
+      await this.record(true, { version: shown });
     } else if (choice === "decline") {
       // Sent even when we think there is nothing to withdraw: an agreement whose answer
       // was lost may be on record, and withdrawing what is not there is harmless.
-      await this.record(false, { declined: true });
+      await this.record(false, { declined: true, version: shown });
     }
   }
 
@@ -77,11 +79,11 @@ export class RecordingConsent {
    * call is answered: the newest choice wins, but a withdrawal is never skipped (it stops
    * a recording). What the page shows follows the gateway's answers.
    */
-  async record(given, { declined = false } = {}) {
-    if (this.version === null) {
+  async record(given, { declined = false, version = this.version } = {}) {
+    if (version === null) {
       return;
     }
-    const choice = { given, version: this.version, declined };
+    const choice = { given, version, declined };
     const withdrawal = this.queued.find((queued) => !queued.given);
     this.queued = given ? [withdrawal, choice].filter(Boolean) : [choice];
     if (this.busy) {

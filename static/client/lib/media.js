@@ -115,7 +115,9 @@ export function connectMedia(
     try {
       await peer.setLocalDescription(await peer.createOffer());
     } catch {
-      failed({ code: "offer_failed" });
+      if (!stale()) {
+        failed({ code: "offer_failed" }); // a newer attempt closed this peer: not a failure
+      }
       return;
     }
     const answer = await call(socket, "media.offer", {
@@ -132,7 +134,9 @@ export function connectMedia(
     try {
       await peer.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     } catch {
-      failed({ code: "answer_failed" });
+      if (!stale()) {
+        failed({ code: "answer_failed" });
+      }
       return;
     }
     if (stale()) {
