@@ -40,6 +40,7 @@ __all__ = [
     "ForwardingGateway",
     "Gateway",
     "MediaRelayGateway",
+    "PythonForwardingGateway",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -137,6 +138,8 @@ class ForwardingGateway(Gateway):
     """
 
     copies_packets = True
+    #: Forward in C where the state allows (gateway/media/_native.pyx).
+    native = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -156,6 +159,7 @@ class ForwardingGateway(Gateway):
             forwarder=forwarder,
             network=self._network,
             video_codecs=(VideoCodec.VP8,),
+            native=self.native,
         )
         self._peers.append(peer)
         answer = await peer.answer(sdp=sdp, sdp_type="offer")
@@ -180,6 +184,13 @@ class ForwardingGateway(Gateway):
             forwarder.close(MediaCloseReason.SESSION_ENDED)
         self._peers.clear()
         await super().close()
+
+
+class PythonForwardingGateway(ForwardingGateway):
+    """The same relay with its compiled path turned off: every packet on Python, as on a
+    gateway installed without a C compiler."""
+
+    native = False
 
 
 class _RelayedTrack(MediaStreamTrack):

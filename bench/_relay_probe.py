@@ -9,7 +9,9 @@ gateway peer connection, below DTLS and SRTP:
   the socket. For RTP, the probe notes the time as the *ingress* of what the call does.
 * ``StunProtocol.transport.sendto``: a datagram goes to the socket (or to the TURN
   client). For RTP sent while an ingress is noted, ``now - ingress`` is one sample:
-  SRTP unprotect, parsing, forwarding, rewriting, SRTP protect and ``sendto``.
+  SRTP unprotect, parsing, forwarding, rewriting, SRTP protect and ``sendto``. A copy
+  the compiled path sends (``gateway/media/_native.pyx``) goes to the socket directly;
+  its lane calls :meth:`LatencyProbe.egress` right after, which samples the same way.
 
 Time spent waiting in the event loop before the callback, or in the kernel's socket
 buffer before that, is not covered (under the old asyncio.Queue path the probe counted
@@ -25,6 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 from aiortc import RTCPeerConnection
+
+from gateway.media import _aiortc
 
 __all__ = ["LatencyProbe"]
 
@@ -71,6 +75,7 @@ class LatencyProbe:
                 if id(protocol) not in self._probed:
                     self._probed.add(id(protocol))
                     self._wrap(protocol)
+        _aiortc.on_native_egress(pc, self.egress)
 
     def _wrap(self, protocol: Any) -> None:
         inner: Callable[[bytes, Any], None] = protocol.datagram_received
@@ -88,3 +93,10 @@ class LatencyProbe:
 
         protocol.datagram_received = timed_datagram_received
         protocol.transport = _TimedTransport(protocol.transport, self)
+
+    def egress(self) -> None:
+        """A copy the compiled path sent itself, bypassing the transport (it sends only
+        RTP, and only inside a probed arrival)."""
+        ingress = self.ingress_ns
+        if ingress is not None and self.recording:
+            self.samples_ns.append(time.perf_counter_ns() - ingress)

@@ -13,8 +13,10 @@ Over a steady-state window after a warm-up it reports the gateway process's CPU 
 that cost, the time a packet spends inside the gateway (from the event loop reading its
 datagram to the rewritten copy handed to the socket), p50 and p99, and loss (RTP
 sequence numbers the subscribers expected against packets they received).
-``--uvloop`` forwards once more on uvloop; ``--janus`` runs the same sessions through
-Janus's VideoRoom (Debian's janus package) for comparison.
+``--uvloop`` forwards once more on uvloop; ``--python-path`` once more with the compiled
+path off (every packet on Python, as on a gateway built without a C compiler);
+``--janus`` runs the same sessions through Janus's VideoRoom (Debian's janus package)
+for comparison.
 
 WebRTC peers send to every address they know, so everything stays in a network
 namespace with nothing but loopback (``--janus`` adds a veth pair inside it, with
@@ -46,6 +48,7 @@ from bench._relay_gateway import (
     ForwardingGateway,
     Gateway,
     MediaRelayGateway,
+    PythonForwardingGateway,
 )
 from bench._relay_janus import JanusClients, JanusServer, janus_available
 from bench._relay_load import LoadPeers
@@ -361,6 +364,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     if args.uvloop:
         phases.append(("forwarder", ForwardingGateway, args.sessions, True))
+    if args.python_path:
+        phases.append(("Python path", PythonForwardingGateway, args.sessions, False))
     if args.baseline_sessions:
         phases.append(("MediaRelay", MediaRelayGateway, args.baseline_sessions, False))
     budget = sum(
@@ -491,6 +496,11 @@ def main() -> None:
     parser.add_argument("--load-processes", type=int, default=2, help="client processes")
     parser.add_argument(
         "--uvloop", action="store_true", help="also forward with uvloop (pip install uvloop)"
+    )
+    parser.add_argument(
+        "--python-path",
+        action="store_true",
+        help="also forward with the compiled path off (every packet on Python)",
     )
     parser.add_argument(
         "--janus",

@@ -122,6 +122,9 @@ class Settings:
     #: Sessions whose media this process carries at most; a new one past it is refused
     #: (placement sends it to a media node with room). 0: no limit.
     media_max_sessions: int = 0
+    #: Forward RTP in compiled code while a call is in its steady state
+    #: (gateway/media/_native.pyx, if it was built); off: every packet on Python.
+    media_native: bool = True
     #: Log lines as ``text`` (one line, for people) or ``json`` (one object a line).
     log_format: str = "text"
     #: The gateway's log level: DEBUG, INFO, WARNING or ERROR.
@@ -255,6 +258,7 @@ _FIELDS: dict[str, _Parser] = {
     "media_allow_loopback": _flag,
     "media_denied_ranges": _text_list,
     "media_max_sessions": _integer,
+    "media_native": _flag,
     "log_format": _text,
     "log_level": _text,
     "metrics_token": _text,

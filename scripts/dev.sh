@@ -14,6 +14,9 @@ TEST_DEBIAN_PACKAGES=(redis-server coturn iproute2 chromium)
 # `nginx -t` and `systemd-analyze verify`, and nginx runs in front of a gateway (its own
 # process, never the service).
 TEST_DEBIAN_PACKAGES+=(docker-compose nginx openssl systemd)
+# The compiled forwarding path (gateway/media/_native.pyx) is built by pip with these; the
+# tests require it. `demo` installs without them if they are missing (Python path only).
+TEST_DEBIAN_PACKAGES+=(gcc libc6-dev python3-dev)
 # Debian starts these services when it installs them; the tests start their own.
 STOP_AFTER_INSTALL=(nginx)
 

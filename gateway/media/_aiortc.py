@@ -42,6 +42,7 @@ import inspect
 import logging
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from types import CodeType
 from typing import Any, Final
@@ -63,6 +64,7 @@ from aiortc.rtp import (
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
+    HeaderExtensionsMap,
     RtcpPsfbPacket,
     RtcpRrPacket,
     RtcpRtpfbPacket,
@@ -70,8 +72,17 @@ from aiortc.rtp import (
     RtpPacket,
     pack_remb_fci,
 )
+from pylibsrtp._binding import ffi as _srtp_ffi
+from pylibsrtp._binding import lib as _srtp_lib
 
 from gateway.media.udp_drops import socket_inode
+
+try:  # the compiled half of this module; absent if the package was built without a C compiler
+    from gateway.media import _native
+
+    _NATIVE_BUILT = True
+except ImportError:  # pragma: no cover (CI builds it; tests/media_plane/test_native.py)
+    _NATIVE_BUILT = False
 
 __all__ = [
     "AIOICE_SERIES",
@@ -85,7 +96,9 @@ __all__ = [
     "intercept_receiver",
     "intercept_sender",
     "local_candidate_addresses",
+    "native_available",
     "on_keyframe_request",
+    "on_native_egress",
     "restrict_gathering",
     "sender_ssrcs",
 ]
@@ -113,11 +126,21 @@ _PATCHED: Final = "_quietroom_patched"
 _RTP_HANDLER: Final = "_quietroom_rtp"
 _LEG: Final = "_quietroom_leg"
 _FAST: Final = "_quietroom_fast"
+#: On an intercepted receiver: ssrc -> (forwarder, publisher track, aiortc statistics).
+_NATIVE_SOURCE: Final = "_quietroom_native_source"
+#: On a DTLS transport whose RTP the compiled path may forward.
+_LANE: Final = "_quietroom_lane"
+_HEADER_IDS: Final = "_HeaderExtensionsMap__ids"
 _DTLS_CONNECTED: Final = DtlsState.CONNECTED
 #: The component WebRTC uses (RTP and RTCP are multiplexed on one).
 _COMPONENT: Final = 1
 #: The longest SRTP or SRTCP datagram pylibsrtp unprotects (its buffer's size).
 _SRTP_MAX_DATAGRAM: Final = 1500
+#: The longest RTP packet pylibsrtp protects (its buffer, less the longest trailer).
+_SRTP_MAX_PLAIN: Final = _SRTP_MAX_DATAGRAM - pylibsrtp.SRTP_MAX_TRAILER_LEN
+#: libsrtp's functions as pylibsrtp's cffi module declares them (the compiled path
+#: calls them on pylibsrtp's own sessions).
+_SRTP_SIGNATURE: Final = "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
 
 
 def _instance_fields(cls: type, method: str = "__init__") -> frozenset[str]:
@@ -209,8 +232,55 @@ def _check_internals() -> list[str]:
     for name in ("StreamStatistics",):
         if not hasattr(_receiver_module, name):
             missing.append(f"aiortc.rtcrtpreceiver.{name}")
+    missing.extend(_check_native_internals())
     if not isinstance(getattr(CandidatePair, "remote_addr", None), property):
         missing.append("CandidatePair.remote_addr")
+    return missing
+
+
+def _check_native_internals() -> list[str]:
+    """What the compiled path (``_native.pyx``) reads and writes besides Quietroom's own."""
+    missing: list[str] = []
+    for name in ("srtp_protect", "srtp_unprotect"):
+        try:
+            kind = _srtp_ffi.typeof(_srtp_ffi.addressof(_srtp_lib, name)).cname
+        except (AttributeError, TypeError, _srtp_ffi.error):
+            kind = None
+        if kind != _SRTP_SIGNATURE:
+            missing.append(f"pylibsrtp's {name} as {_SRTP_SIGNATURE}")
+    if "_srtp" not in _instance_fields(pylibsrtp.Session):
+        missing.append("pylibsrtp.Session._srtp")
+    wanted = {
+        (HeaderExtensionsMap, "__init__"): (_HEADER_IDS,),
+        (_receiver_module.StreamStatistics, "__init__"): (
+            "base_seq",
+            "max_seq",
+            "cycles",
+            "packets_received",
+            "_clockrate",
+            "_jitter_q4",
+            "_last_arrival",
+            "_last_timestamp",
+        ),
+        (_receiver_module.StreamStatistics, "add"): ("uint16_gt", "time"),
+    }
+    for (cls, method), names in wanted.items():
+        present = _instance_fields(cls, method)
+        missing.extend(
+            f"{cls.__name__}.{method} using {name}" for name in names if name not in present
+        )
+    ids = getattr(HeaderExtensionsMap(), _HEADER_IDS, None)
+    for name in (
+        "mid",
+        "rtp_stream_id",
+        "repaired_rtp_stream_id",
+        "abs_send_time",
+        "transmission_offset",
+        "audio_level",
+        "transport_sequence_number",
+    ):
+        if not hasattr(ids, name):
+            missing.append(f"aiortc.rtp.HeaderExtensions.{name}")
     return missing
 
 
@@ -219,6 +289,26 @@ if _missing:
     raise ImportError(
         "gateway.media needs aiortc internals that are missing or changed: " + "; ".join(_missing)
     )
+
+
+def _srtp_pointer(session: pylibsrtp.Session) -> int:
+    """A pylibsrtp session's libsrtp context (``srtp_t``), for the compiled path."""
+    return int(_srtp_ffi.cast("uintptr_t", session._srtp[0]))
+
+
+def _srtp_function(name: str) -> int:
+    return int(_srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(_srtp_lib, name)))
+
+
+if _NATIVE_BUILT:
+    _native.configure(
+        _srtp_function("srtp_protect"), _srtp_function("srtp_unprotect"), _SRTP_MAX_PLAIN
+    )
+
+
+def native_available() -> bool:
+    """Whether the compiled path was built (it needs a C compiler at install time)."""
+    return _NATIVE_BUILT
 
 
 # --- receivers: the publisher's media, before aiortc's jitter buffer --------------------------
@@ -230,6 +320,7 @@ def intercept_receiver(
     on_started: Callable[[RTCRtpReceiveParameters], Awaitable[None]],
     on_rtp: RtpCallback,
     on_rtcp: RtcpCallback,
+    forwarding: Callable[[], tuple[Any, Any] | None] | None = None,
 ) -> None:
     """Hand this receiver's RTP to ``on_rtp`` instead of aiortc's jitter buffer and decoder.
 
@@ -239,7 +330,9 @@ def intercept_receiver(
     keep going to the publisher. Every RTCP packet routed to this receiver (sender
     reports, BYE) goes to aiortc first and then to ``on_rtcp``. ``on_rtp`` is called
     synchronously, from aiortc's receive task or from the fast path
-    (:func:`enable_fast_path`), and must not block.
+    (:func:`enable_fast_path`), and must not block. ``forwarding`` names what
+    ``on_rtp`` does, as (RoomForwarder, PublishedTrack), once it is known: with it the
+    compiled path may forward this receiver's packets in the forwarder's place.
     """
     if getattr(receiver, _PATCHED, False):
         raise RuntimeError("receiver already intercepted")
@@ -281,7 +374,15 @@ def intercept_receiver(
             started = True
             await on_started(parameters)
 
+    def native_source(ssrc: int) -> tuple[Any, Any, Any] | None:
+        target = forwarding() if forwarding is not None else None
+        stream = streams.get(ssrc)
+        if target is None or stream is None:
+            return None
+        return (*target, stream)
+
     setattr(receiver, _RTP_HANDLER, handle_rtp)
+    setattr(receiver, _NATIVE_SOURCE, native_source)
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
     receiver._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
     receiver.receive = receive  # type: ignore[method-assign]
@@ -461,13 +562,16 @@ class _Leg:
     for a relayed one; both take ``sendto(data, addr)`` without awaiting.
     """
 
-    __slots__ = ("_addr", "_dtls", "_nominated", "_pair", "drop")
+    __slots__ = ("_addr", "_dtls", "_nominated", "_out", "_pair", "drop")
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         self._dtls = dtls
         self._nominated: dict[int, CandidatePair] = dtls.transport._connection._nominated
         self._pair: CandidatePair | None = None
         self._addr: tuple[str, int] = ("", 0)
+        #: The nominated pair's socket, address and SRTP session, for the compiled path
+        #: (None: it cannot send on this leg, or is not in use).
+        self._out: Any = None
         #: Fault injection (:func:`drop_outgoing`): protected datagrams it picks are lost.
         self.drop: Callable[[bytes], bool] | None = None
 
@@ -490,10 +594,44 @@ class _Leg:
             return False
         if pair is not self._pair:
             self._pair, self._addr = pair, pair.remote_addr
+            self._out = _native_out(dtls, pair) if getattr(dtls, _LANE, None) else None
         if self.drop is not None and self.drop(protected):
             return True
         pair.protocol.transport.sendto(protected, self._addr)
         return True
+
+
+def _sockaddr(family: int, addr: tuple[Any, ...]) -> bytes | None:
+    """``addr`` as the C ``struct sockaddr`` the compiled path gives ``sendto``."""
+    host, port = addr[0], addr[1]
+    if not isinstance(host, str) or not isinstance(port, int) or "%" in host:
+        return None
+    try:
+        packed = socket.inet_pton(family, host)
+    except (OSError, ValueError):
+        return None
+    if family == socket.AF_INET:
+        return struct.pack("=H", family) + struct.pack("!H4s8x", port, packed)
+    if family == socket.AF_INET6:
+        return struct.pack("=H", family) + struct.pack("!HL16s", port, 0, packed) + bytes(4)
+    return None
+
+
+def _native_out(dtls: RTCDtlsTransport, pair: CandidatePair) -> Any:
+    """What the compiled path needs to send on ``pair``; None for anything but a UDP
+    socket of this host (a relayed candidate's ``TurnTransport`` stays on Python)."""
+    if not _NATIVE_BUILT:
+        return None
+    transport = pair.protocol.transport
+    get_extra_info = getattr(transport, "get_extra_info", None)
+    sock = get_extra_info("socket") if get_extra_info is not None else None
+    if sock is None or sock.type != socket.SOCK_DGRAM:
+        return None
+    address = _sockaddr(sock.family, pair.remote_addr)
+    session = dtls._tx_srtp
+    if address is None or session is None:
+        return None
+    return _native.Out(pair, transport, sock.fileno(), address, session, _srtp_pointer(session))
 
 
 def _leg(dtls: RTCDtlsTransport) -> _Leg:
@@ -507,7 +645,7 @@ def _leg(dtls: RTCDtlsTransport) -> _Leg:
 class FastPath:
     """What the synchronous data path of one peer connection did, for metrics and tests."""
 
-    __slots__ = ("dropped", "errors", "inodes", "limit", "packets")
+    __slots__ = ("dropped", "errors", "inodes", "lanes", "limit", "packets")
 
     def __init__(self, limit: int) -> None:
         #: At most this many datagrams wait in an ICE connection's receive queue.
@@ -520,6 +658,13 @@ class FastPath:
         self.errors = 0
         #: The inodes of the connection's own UDP sockets (for the kernel's drop counts).
         self.inodes: set[int] = set()
+        #: The compiled path, one per ICE connection (empty when it is not in use).
+        self.lanes: list[Any] = []
+
+    @property
+    def native_packets(self) -> int:
+        """RTP packets the compiled path forwarded (also counted in ``packets``)."""
+        return sum(lane.forwarded for lane in self.lanes)
 
 
 def _dtls_by_ice(pc: RTCPeerConnection) -> dict[RTCIceTransport, RTCDtlsTransport]:
@@ -531,7 +676,11 @@ def _dtls_by_ice(pc: RTCPeerConnection) -> dict[RTCIceTransport, RTCDtlsTranspor
 
 
 def enable_fast_path(
-    pc: RTCPeerConnection, *, queue_limit: int = 256, receive_buffer: int = 1 << 20
+    pc: RTCPeerConnection,
+    *,
+    queue_limit: int = 256,
+    receive_buffer: int = 1 << 20,
+    native: bool = True,
 ) -> FastPath:
     """Take ``pc``'s incoming RTP off aiortc's queue and tasks, and bound that queue.
 
@@ -545,6 +694,10 @@ def enable_fast_path(
     a full socket buffer would drop them, instead of growing without bound. The
     sockets' kernel receive buffers are raised to ``receive_buffer`` bytes (0: left
     alone).
+
+    With ``native`` (and the compiled path built), packets are forwarded in C while
+    the forwarder is in its steady state (``gateway/media/_native.pyx``); the Python
+    path takes every other packet, with the same effects.
     """
     if queue_limit < 1:
         raise ValueError("queue_limit must be positive")
@@ -559,7 +712,13 @@ def enable_fast_path(
             continue
         setattr(connection, _FAST, fast)
         _bound_queue(connection, fast)
-        receive_rtp = _rtp_receiver(dtls, fast)
+        lane = None
+        if native and _NATIVE_BUILT:
+            ids = getattr(dtls._rtp_header_extensions_map, _HEADER_IDS)
+            lane = _native.Lane(dtls, _DTLS_CONNECTED, fast, time.monotonic, _srtp_pointer, ids)
+            setattr(dtls, _LANE, lane)
+            fast.lanes.append(lane)
+        receive_rtp = _rtp_receiver(dtls, fast, lane)
         for protocol in connection._protocols:
             _divert_rtp(protocol, dtls, receive_rtp)
             _enlarge_receive_buffer(protocol, receive_buffer)
@@ -601,18 +760,38 @@ def _bound_queue(connection: Connection, fast: FastPath) -> None:
     connection.data_received = data_received  # type: ignore[method-assign]
 
 
-def _rtp_receiver(dtls: RTCDtlsTransport, fast: FastPath) -> Callable[[bytes], None]:
-    """SRTP datagram -> unprotect, parse, route, the receiver's handler (``_recv_next``)."""
+def _rtp_receiver(dtls: RTCDtlsTransport, fast: FastPath, lane: Any) -> Callable[[bytes], None]:
+    """SRTP datagram -> unprotect, parse, route, the receiver's handler (``_recv_next``).
+
+    With a ``lane`` (the compiled path) the datagram goes there first; what it hands
+    back, unprotected, continues here. Once a packet of a new SSRC has been through the
+    forwarder here, the lane learns where that SSRC goes.
+    """
     router: RtpRouter = dtls._rtp_router
     extensions = dtls._rtp_header_extensions_map
     parse = RtpPacket.parse
+    routes: dict[int, Any] = lane.routes if lane is not None else {}
 
     def receive_rtp(data: bytes) -> None:
         try:
-            packet = parse(dtls._rx_srtp.unprotect(data), extensions)
-        except (pylibsrtp.Error, ValueError):
-            return  # aiortc drops these too: replayed, unauthenticated or malformed
-        handler = getattr(router.route_rtp(packet), _RTP_HANDLER, None)
+            if lane is None:
+                plain = dtls._rx_srtp.unprotect(data)
+            else:
+                plain = lane.receive(data)
+                if plain is None or plain is False:
+                    return  # forwarded in C, or refused by SRTP
+            packet = parse(plain, extensions)
+        except (pylibsrtp.Error, ValueError, struct.error):
+            # aiortc drops these too: replayed, unauthenticated or malformed (struct.error:
+            # an extension of the wrong length, which aiortc does not catch).
+            return
+        except Exception:  # the compiled path failed: one packet lost, the socket lives
+            fast.errors += 1
+            if fast.errors == 1:
+                log.exception("forwarding an RTP packet failed (further failures not logged)")
+            return
+        receiver = router.route_rtp(packet)
+        handler = getattr(receiver, _RTP_HANDLER, None)
         if handler is None:
             return  # no receiver, or one the gateway does not forward from
         fast.packets += 1
@@ -622,6 +801,11 @@ def _rtp_receiver(dtls: RTCDtlsTransport, fast: FastPath) -> Callable[[bytes], N
             fast.errors += 1
             if fast.errors == 1:
                 log.exception("forwarding an RTP packet failed (further failures not logged)")
+            return
+        if lane is not None and packet.ssrc not in routes:
+            known = getattr(receiver, _NATIVE_SOURCE)(packet.ssrc)
+            if known is not None:
+                lane.learn(packet.ssrc, *known)
 
     return receive_rtp
 
@@ -721,3 +905,16 @@ def drop_outgoing(pc: RTCPeerConnection, should_drop: Callable[[bytes], bool]) -
                 await _send(data)
 
         ice._send = lossy_send
+
+
+def on_native_egress(pc: RTCPeerConnection, callback: Callable[[], None] | None) -> int:
+    """Benchmarks: call ``callback`` after each copy the compiled path sends for ``pc``
+    (the Python path's copies go through the pair's transport, where a probe sees them).
+    Call after :func:`enable_fast_path`; returns how many lanes took it."""
+    count = 0
+    for dtls in _dtls_by_ice(pc).values():
+        lane = getattr(dtls, _LANE, None)
+        if lane is not None:
+            lane.on_egress = callback
+            count += 1
+    return count

@@ -118,6 +118,12 @@ class _Inbound:
         if self.track is not None:
             self._peer.forwarder.forward(self.track, packet)
 
+    def forwarding(self) -> tuple[RoomForwarder, PublishedTrack] | None:
+        """What :meth:`rtp` does with a packet, for the compiled path to do instead."""
+        if self.track is None:
+            return None
+        return self._peer.forwarder, self.track
+
     async def rtcp(self, packet: AnyRtcpPacket) -> None:
         if self.track is not None:
             await self._peer.forwarder.on_publisher_rtcp(self.track, packet)
@@ -171,6 +177,7 @@ class GatewayPeer:
         video_codecs: Sequence[VideoCodec] = (VideoCodec.VP8, VideoCodec.H264),
         history_size: int = 1024,
         receive_queue_limit: int = 256,
+        native: bool = True,
         on_connected: Callable[[GatewayPeer], Awaitable[None]] | None = None,
     ) -> None:
         if not video_codecs:
@@ -184,6 +191,8 @@ class GatewayPeer:
         self.video_codecs = tuple(video_codecs)
         self.history_size = history_size
         self.receive_queue_limit = receive_queue_limit
+        #: Forward in C where the state allows (``gateway/media/_native.pyx``), if built.
+        self.native = native
         self._fast_path: _aiortc.FastPath | None = None
         #: Tells this connection's tracks from those of the same participant's next one.
         self.leg_id = secrets.token_hex(4)
@@ -262,7 +271,9 @@ class GatewayPeer:
             _aiortc.restrict_gathering(pc, self.network.addresses)
             await pc.setLocalDescription(await pc.createAnswer())
             # Media from here on skips aiortc's receive queue and per-packet tasks.
-            self._fast_path = _aiortc.enable_fast_path(pc, queue_limit=self.receive_queue_limit)
+            self._fast_path = _aiortc.enable_fast_path(
+                pc, queue_limit=self.receive_queue_limit, native=self.native
+            )
         except _NEGOTIATION_ERRORS as exc:
             log.warning("%s: offer could not be applied (%s)", self, type(exc).__name__)
             await self.close(MediaCloseReason.SDP_REJECTED)
@@ -291,6 +302,7 @@ class GatewayPeer:
                 on_started=inbound.started,
                 on_rtp=inbound.rtp,
                 on_rtcp=inbound.rtcp,
+                forwarding=inbound.forwarding,
             )
             self._inbound.append(inbound)
         if sends:

@@ -49,12 +49,15 @@ class MediaRooms:
         video_codecs: Sequence[VideoCodec] = (VideoCodec.VP8, VideoCodec.H264),
         on_connected: Connected | None = None,
         max_sessions: int = 0,
+        native: bool = True,
     ) -> None:
         if max_sessions < 0:
             raise ValueError("max_sessions must be 0 (no limit) or more")
         self.network = network
         #: Sessions this process takes at most (0: no limit); see :attr:`full`.
         self.max_sessions = max_sessions
+        #: Forward in compiled code where the state allows (GatewayPeer's ``native``).
+        self.native = native
         self.video_codecs = tuple(video_codecs)
         self._on_connected = on_connected
         self._forwarders: dict[str, RoomForwarder] = {}
@@ -182,6 +185,7 @@ class MediaRooms:
             forwarder=forwarder,
             network=self.network,
             video_codecs=self.video_codecs,
+            native=self.native,
             on_connected=self._connected,
         )
         self._peers[participant_id] = peer

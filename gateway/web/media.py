@@ -41,6 +41,7 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         network=MediaNetwork.from_settings(app[SETTINGS]),
         on_connected=connected,
         max_sessions=app[SETTINGS].media_max_sessions,
+        native=app[SETTINGS].media_native,
     )
     seen = ForwardedTotals(packets=dict.fromkeys(MediaKind, 0), octets=dict.fromkeys(MediaKind, 0))
     seen_overload = {"dropped": 0, "refused": 0}

@@ -116,10 +116,13 @@ class Client:
 class LoopbackRoom:
     """One room on the gateway, and the client peers joined to it, all on 127.0.0.1."""
 
-    def __init__(self, *, video_codecs: Sequence[VideoCodec] = (VideoCodec.VP8,)) -> None:
+    def __init__(
+        self, *, video_codecs: Sequence[VideoCodec] = (VideoCodec.VP8,), native: bool = True
+    ) -> None:
         self.forwarder = RoomForwarder(room_id="rm_test")
         self.network = MediaNetwork.build(addresses=[LOOPBACK], allow_loopback=True)
         self.video_codecs = tuple(video_codecs)
+        self.native = native
         self.clients: list[Client] = []
 
     def gateway_peer(self, participant_id: str) -> GatewayPeer:
@@ -129,6 +132,7 @@ class LoopbackRoom:
             forwarder=self.forwarder,
             network=self.network,
             video_codecs=self.video_codecs,
+            native=self.native,
         )
 
     async def _connect(self, client: Client, loss: float, seed: int) -> None:

@@ -1,0 +1,36 @@
+# Types of the compiled half of gateway.media._aiortc (gateway/media/_native.pyx).
+from collections.abc import Callable
+from typing import Any
+
+def configure(protect: int, unprotect: int, max_plain: int) -> None: ...
+def configured() -> bool: ...
+
+class Out:
+    pair: Any
+    session: Any
+    def __init__(
+        self, pair: Any, transport: Any, fd: int, address: bytes, session: Any, ctx: int
+    ) -> None: ...
+
+class Route:
+    def __init__(
+        self, forwarder: Any, source: Any, ssrc: int, statistics: Any, formats: dict[int, Any]
+    ) -> None: ...
+
+class Lane:
+    routes: dict[int, Route]
+    on_egress: Callable[[], None] | None
+    forwarded: int
+    handed_back: int
+    def __init__(
+        self,
+        dtls: Any,
+        connected: Any,
+        fast: Any,
+        monotonic: Callable[[], float],
+        pointer_of: Callable[[Any], int],
+        ids: Any,
+    ) -> None: ...
+    def learn(self, ssrc: int, forwarder: Any, source: Any, statistics: Any) -> None: ...
+    def forget(self, ssrc: int) -> None: ...
+    def receive(self, data: bytes) -> bytes | bool | None: ...

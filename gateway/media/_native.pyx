@@ -1,0 +1,547 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The compiled half of :mod:`gateway.media._aiortc`: RTP forwarded without Python frames.
+
+The synchronous data path (``_aiortc.enable_fast_path``) hands each SRTP datagram to
+:meth:`Lane.receive`. In the steady state of a call (the publisher's SSRC and payload
+type known, video in order, no recorder tapping the room, no subscriber waiting for a
+keyframe, no keyframe being asked for, every subscriber's leg a connected host pair)
+this does, in C, exactly what the Python path does: SRTP unprotect; aiortc's receive
+statistics; the forwarder's counters and gap tracking; per subscriber the sequence
+rewriter, the header :class:`gateway.media.rtp_header.OutgoingHeader` would write, the
+packet history, SRTP protect and ``sendto``; the sender's report counters. It reads
+and writes the very objects the Python path uses, so there is one state and nothing to
+synchronise. Anything else (RTX, a new SSRC, a gap, a new subscriber, a tap, an
+extension it does not check, a leg that is not a plain UDP socket) returns the
+unprotected packet and the Python path does the rest, as it did before this module.
+
+SRTP is the session pylibsrtp made for aiortc, called through libsrtp's own functions
+(pointers taken from pylibsrtp's cffi module by :func:`_aiortc.native_srtp`), so both
+paths share replay windows and rollover counters. Everything runs on the event loop's
+thread, as the Python path does.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.errno cimport errno
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+from libc.string cimport memcpy, memset
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    cdef struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec* ts)
+    enum: CLOCK_MONOTONIC
+    enum: CLOCK_REALTIME
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    cdef struct sockaddr:
+        pass
+    ssize_t sendto(int fd, const void* buf, size_t n, int flags, const sockaddr* addr,
+                   socklen_t addrlen)
+    enum: MSG_DONTWAIT
+
+ctypedef int (*srtp_fn)(void* ctx, void* packet, int* length) noexcept nogil
+
+# libsrtp's functions, set once by configure().
+cdef srtp_fn _protect = NULL
+cdef srtp_fn _unprotect = NULL
+cdef int _max_plain = 0
+
+#: At most this many subscribers of one publisher track are served here per packet.
+DEF MAX_TARGETS = 32
+#: Room for any datagram the Python path handles (pylibsrtp's buffer is 1500 bytes).
+DEF BUFFER = 2048
+DEF WORDS = 512  # BUFFER in 32-bit words (libsrtp reads headers as words)
+
+
+def configure(uintptr_t protect, uintptr_t unprotect, int max_plain):
+    """Give this module libsrtp's ``srtp_protect`` and ``srtp_unprotect``.
+
+    ``max_plain`` is the longest RTP packet the Python path protects (pylibsrtp refuses
+    longer ones); a longer copy goes back to the Python path, which drops it there.
+    """
+    global _protect, _unprotect, _max_plain
+    _protect = <srtp_fn>protect
+    _unprotect = <srtp_fn>unprotect
+    _max_plain = max_plain
+
+
+def configured():
+    return _protect != NULL and _unprotect != NULL
+
+
+cdef inline double _now(int clock) noexcept nogil:
+    cdef timespec ts
+    clock_gettime(clock, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef inline int64_t _now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef inline bint _seq_newer(uint32_t a, uint32_t b) noexcept nogil:
+    return a != b and ((a - b) & 0xFFFF) < 0x8000
+
+
+cdef inline bint _ts_newer(uint32_t a, uint32_t b) noexcept nogil:
+    return a != b and <uint32_t>(a - b) < 0x80000000u
+
+
+cdef class Out:
+    """Where one leg's SRTP goes: its nominated pair's socket and address, its session.
+
+    Made by the Python path (``_aiortc._Leg``) for a host pair once DTLS is up, and
+    valid while that pair stays nominated.
+    """
+
+    cdef readonly object pair
+    cdef readonly object session
+    cdef void* ctx
+    cdef int fd
+    cdef bytes address
+    cdef object transport
+
+    def __init__(self, pair, transport, int fd, bytes address, session, uintptr_t ctx):
+        self.pair = pair
+        self.transport = transport
+        self.fd = fd
+        self.address = address
+        self.session = session
+        self.ctx = <void*>ctx
+
+
+cdef class Route:
+    """One incoming SSRC of a lane: the publisher track and forwarder it feeds."""
+
+    cdef object forwarder
+    cdef object source
+    cdef object track_id
+    cdef object ssrc
+    cdef object statistics
+    # payload type -> (CodecFormat, is video)
+    cdef dict formats
+
+    def __init__(self, forwarder, source, ssrc, statistics, dict formats):
+        self.forwarder = forwarder
+        self.source = source
+        self.track_id = source.track_id
+        self.ssrc = ssrc
+        self.statistics = statistics
+        self.formats = {pt: (fmt, bool(fmt.is_video)) for pt, fmt in formats.items()}
+
+
+cdef struct Copy:
+    int payload_type
+    # the header's length, and where abs-send-time's three bytes go (-1: none)
+    int header_len
+    int abs_at
+
+
+cdef class Lane:
+    """The RTP of one ICE connection: forwarded here when the state allows."""
+
+    cdef object dtls
+    cdef object connected
+    cdef object fast
+    cdef object monotonic
+    cdef object pointer_of
+    cdef object rx_session
+    cdef void* rx_ctx
+    cdef readonly dict routes
+    # incoming header extension ids (0: not negotiated)
+    cdef int mid_id, rid_id, rrid_id, abs_id, toffset_id, level_id, tsn_id
+    #: Called with no argument after each copy sent here (a benchmark's latency probe).
+    cdef public object on_egress
+    #: Packets forwarded here, and packets handed back to the Python path.
+    cdef readonly uint64_t forwarded
+    cdef readonly uint64_t handed_back
+    cdef uint32_t plain[WORDS]
+    cdef uint32_t out[WORDS]
+    cdef uint8_t hdr[MAX_TARGETS][64]
+    cdef Copy copies[MAX_TARGETS]
+    cdef list targets
+    cdef list outs
+
+    def __init__(self, dtls, connected, fast, monotonic, pointer_of, ids):
+        """``pointer_of(session)`` is a pylibsrtp session's ``srtp_t`` as an int;
+        ``ids`` aiortc's incoming header extension ids for this transport."""
+        self.dtls = dtls
+        self.connected = connected
+        self.fast = fast
+        self.monotonic = monotonic
+        self.pointer_of = pointer_of
+        self.rx_session = None
+        self.rx_ctx = NULL
+        self.routes = {}
+        self.on_egress = None
+        self.targets = [None] * MAX_TARGETS
+        self.outs = [None] * MAX_TARGETS
+        self.mid_id = ids.mid or 0
+        self.rid_id = ids.rtp_stream_id or 0
+        self.rrid_id = ids.repaired_rtp_stream_id or 0
+        self.abs_id = ids.abs_send_time or 0
+        self.toffset_id = ids.transmission_offset or 0
+        self.level_id = ids.audio_level or 0
+        self.tsn_id = ids.transport_sequence_number or 0
+
+    def learn(self, ssrc, forwarder, source, statistics):
+        """Forward this SSRC here from now on, while the forwarder's state allows."""
+        if forwarder._monotonic is not self.monotonic:
+            return  # a test's clock: the Python path reads it, this module could not
+        self.routes[ssrc] = Route(forwarder, source, ssrc, statistics, source.formats)
+
+    def forget(self, ssrc):
+        self.routes.pop(ssrc, None)
+
+    cdef int _check_extensions(self, const uint8_t* p, int length, int profile,
+                               int* level) except -2:
+        """0 if aiortc would parse these extensions and this module can forward them
+        (else -1); sets ``level`` to the audio level byte, or -1 without one."""
+        cdef int pos = 0, x_id, x_len, i
+        level[0] = -1
+        if profile != 0xBEDE and profile != 0x1000:
+            return 0  # aiortc ignores other profiles
+        while pos < length:
+            if p[pos] == 0:
+                pos += 1
+                continue
+            if profile == 0xBEDE:
+                x_id = p[pos] >> 4
+                x_len = (p[pos] & 0x0F) + 1
+                pos += 1
+            else:
+                if pos + 2 > length:
+                    return -1
+                x_id = p[pos]
+                x_len = p[pos + 1]
+                pos += 2
+            if pos + x_len > length:
+                return -1
+            if x_id == 0:
+                pass
+            elif x_id == self.mid_id:
+                try:
+                    PyUnicode_DecodeUTF8(<const char*>p + pos, x_len, NULL)
+                except UnicodeDecodeError:
+                    return -1
+            elif x_id == self.rid_id or x_id == self.rrid_id:
+                for i in range(x_len):
+                    if p[pos + i] > 127:
+                        return -1
+            elif x_id == self.abs_id or x_id == self.toffset_id:
+                if x_len != 3:
+                    return -1
+            elif x_id == self.level_id:
+                if x_len != 1:
+                    return -1
+                level[0] = p[pos]
+            elif x_id == self.tsn_id:
+                if x_len != 2:
+                    return -1
+            pos += x_len
+        return 0
+
+    def receive(self, bytes data):
+        """One SRTP datagram (not SRTCP) that came while DTLS is connected.
+
+        Returns None when it was forwarded here, False when SRTP refused it (replayed,
+        forged; aiortc drops those too), and otherwise the unprotected packet, for the
+        Python path to parse and forward.
+        """
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        cdef int length = <int>n
+        cdef uint8_t* p = <uint8_t*>self.plain
+        if _unprotect == NULL or n > BUFFER - 64:
+            return self._unprotect_only(data)
+        session = self.dtls._rx_srtp
+        if session is not self.rx_session:
+            self.rx_ctx = <void*><uintptr_t>self.pointer_of(session)
+            self.rx_session = session
+        memcpy(p, PyBytes_AS_STRING(data), n)
+        if _unprotect(self.rx_ctx, p, &length) != 0:
+            return False
+        if self._forward(length) == 0:
+            self.forwarded += 1
+            return None
+        self.handed_back += 1
+        return PyBytes_FromStringAndSize(<char*>p, length)
+
+    def _unprotect_only(self, bytes data):
+        try:
+            return self.dtls._rx_srtp.unprotect(data)
+        except Exception:
+            return False
+
+    cdef int _forward(self, int length) except -1:
+        """0 if forwarded here; 1 to hand the packet back to the Python path."""
+        cdef uint8_t* p = <uint8_t*>self.plain
+        cdef int first, cc, pos, ext_len = 0, profile = 0, padding = 0
+        cdef int payload_len, level = -1, i, count, total, payload_type
+        cdef uint32_t seq, ts, ssrc_value, highest
+        cdef bint marker, video
+        cdef Route route
+        cdef Out out
+        if length < 12:
+            return 1
+        first = p[0]
+        if (first >> 6) != 2:
+            return 1
+        cc = first & 0x0F
+        pos = 12 + 4 * cc
+        if length < pos:
+            return 1
+        if first & 0x10:
+            if length < pos + 4:
+                return 1
+            profile = (p[pos] << 8) | p[pos + 1]
+            ext_len = ((p[pos + 2] << 8) | p[pos + 3]) * 4
+            pos += 4
+            if length < pos + ext_len:
+                return 1
+            if self._check_extensions(p + pos, ext_len, profile, &level) != 0:
+                return 1
+            pos += ext_len
+        if first & 0x20:
+            padding = p[length - 1]
+            if padding == 0 or padding > length - pos:
+                return 1
+        payload_len = length - pos - padding
+        marker = (p[1] >> 7) != 0
+        payload_type = p[1] & 0x7F
+        seq = (<uint32_t>p[2] << 8) | p[3]
+        ts = (<uint32_t>p[4] << 24) | (<uint32_t>p[5] << 16) | (<uint32_t>p[6] << 8) | p[7]
+        ssrc_value = (<uint32_t>p[8] << 24) | (<uint32_t>p[9] << 16) | (<uint32_t>p[10] << 8) | p[11]
+        ssrc = ssrc_value
+
+        route = self.routes.get(ssrc)
+        if route is None:
+            return 1
+        entry = route.formats.get(payload_type)
+        if entry is None:
+            return 1  # RTX, or a payload type the Python path counts as unknown
+        fmt = entry[0]
+        video = entry[1]
+        forwarder = route.forwarder
+        source = route.source
+        if forwarder._taps or forwarder._published.get(route.track_id) is not source:
+            return 1
+        if source.media_ssrc != ssrc or source.keyframe_wanted or source.keyframe_urgent:
+            return 1
+        missing = source.missing
+        if video:
+            last = missing._highest
+            if last is None or missing._missing:
+                return 1
+            highest = last
+            if seq != ((highest + 1) & 0xFFFF):
+                return 1
+        statistics = route.statistics
+        last = statistics.max_seq
+        if last is None or not _seq_newer(seq, <uint32_t>last):
+            return 1
+
+        # Every subscriber must be in the steady state too, before anything changes.
+        targets = forwarder._targets.get(route.track_id)
+        count = 0 if targets is None else PyList_GET_SIZE(targets)
+        if count > MAX_TARGETS:
+            return 1
+        for i in range(count):
+            target = targets[i]
+            out_pt = target.payload_types.get(fmt)
+            if out_pt is None or target.waiting_keyframe:
+                return 1
+            epoch = target.rewriter._epoch
+            if (
+                type(epoch) is not tuple
+                or len(epoch) != 2
+                or epoch[1] != ssrc
+                or epoch[0] != route.track_id
+            ):
+                return 1
+            leg = target.sink._leg
+            out_object = leg._out
+            if out_object is None or leg.drop is not None:
+                return 1
+            out = out_object
+            if (
+                leg._nominated.get(1) is not out.pair
+                or leg._dtls._state is not self.connected
+                or out.transport.get_write_buffer_size()
+            ):
+                return 1
+            total = self._header(i, target.header, level, cc, p) + payload_len + padding
+            if total > _max_plain:
+                return 1
+            self.copies[i].payload_type = out_pt
+            self.targets[i] = target
+            self.outs[i] = out
+
+        # From here on the packet is forwarded here, with the Python path's effects.
+        now = _now(CLOCK_MONOTONIC)
+        self._statistics(statistics, seq, ts)
+        counters = source.counters
+        counters.packets += 1
+        counters.octets += payload_len
+        stats = forwarder.stats
+        stats.packets_in += 1
+        stats.octets_in += payload_len
+        if video:
+            missing._highest = seq
+        self.fast.packets += 1
+        if count:
+            abs_send_time = (<uint64_t>(_now(CLOCK_REALTIME) * 262144.0)) & 0xFFFFFF
+            try:
+                for i in range(count):
+                    self._send_copy(
+                        i, forwarder, video, now, abs_send_time, marker, seq, ts,
+                        p + length - padding - payload_len, payload_len, padding,
+                    )
+            finally:
+                for i in range(count):
+                    self.targets[i] = None
+                    self.outs[i] = None
+        return 0
+
+    cdef void _statistics(self, statistics, uint32_t seq, uint32_t ts) except *:
+        """aiortc's ``StreamStatistics.add`` for an in-order packet (the only kind here)."""
+        cdef int64_t arrival = <int64_t>(_now(CLOCK_REALTIME) * <double>statistics._clockrate)
+        statistics.packets_received += 1
+        if statistics.base_seq is None:
+            statistics.base_seq = seq
+        if seq < <uint32_t>statistics.max_seq:
+            statistics.cycles += 1 << 16
+        statistics.max_seq = seq
+        last_timestamp = statistics._last_timestamp
+        if last_timestamp != ts and statistics.packets_received > 1:
+            diff = abs((arrival - statistics._last_arrival) - (ts - last_timestamp))
+            jitter = statistics._jitter_q4
+            statistics._jitter_q4 = jitter + diff - ((jitter + 8) >> 4)
+        statistics._last_arrival = arrival
+        statistics._last_timestamp = ts
+
+    cdef int _header(self, int i, header, int level, int cc, const uint8_t* packet) except -1:
+        """Copy ``i``'s header as ``OutgoingHeader.build`` writes it, but for the
+        marker, payload type, sequence number, timestamp and abs-send-time value,
+        which ``_send_copy`` fills in; returns its length."""
+        cdef uint8_t* h = self.hdr[i]
+        cdef uint32_t ssrc = header._ssrc
+        layout = header._without_level if level < 0 else header._with_level
+        cdef bytes mid = layout.mid
+        cdef bytes abs_prefix = layout.abs_prefix
+        cdef bytes level_prefix = layout.level_prefix
+        cdef int pos = 12 + 4 * cc, ext_start, ext_len, n, profile
+        h[0] = 0x80 | cc
+        h[8] = (ssrc >> 24) & 0xFF
+        h[9] = (ssrc >> 16) & 0xFF
+        h[10] = (ssrc >> 8) & 0xFF
+        h[11] = ssrc & 0xFF
+        if cc:
+            memcpy(h + 12, packet + 12, 4 * cc)
+        ext_start = pos + 4
+        n = ext_start
+        if PyBytes_GET_SIZE(mid) + PyBytes_GET_SIZE(abs_prefix) + PyBytes_GET_SIZE(level_prefix) + 8 > 64 - ext_start:
+            return 1 << 16  # cannot happen with the ids WebRTC uses; too long to forward
+        memcpy(h + n, PyBytes_AS_STRING(mid), PyBytes_GET_SIZE(mid))
+        n += PyBytes_GET_SIZE(mid)
+        self.copies[i].abs_at = -1
+        if PyBytes_GET_SIZE(abs_prefix):
+            memcpy(h + n, PyBytes_AS_STRING(abs_prefix), PyBytes_GET_SIZE(abs_prefix))
+            n += PyBytes_GET_SIZE(abs_prefix)
+            self.copies[i].abs_at = n
+            n += 3
+        if level >= 0 and PyBytes_GET_SIZE(level_prefix):
+            memcpy(h + n, PyBytes_AS_STRING(level_prefix), PyBytes_GET_SIZE(level_prefix))
+            n += PyBytes_GET_SIZE(level_prefix)
+            h[n] = level
+            n += 1
+        ext_len = n - ext_start
+        if ext_len == 0:
+            self.copies[i].header_len = pos
+            return pos
+        while ext_len % 4:
+            h[n] = 0
+            n += 1
+            ext_len += 1
+        profile = layout.profile
+        h[0] |= 0x10
+        h[pos] = (profile >> 8) & 0xFF
+        h[pos + 1] = profile & 0xFF
+        h[pos + 2] = ((ext_len >> 2) >> 8) & 0xFF
+        h[pos + 3] = (ext_len >> 2) & 0xFF
+        self.copies[i].header_len = n
+        return n
+
+    cdef int _send_copy(self, int i, forwarder, bint video, double now,
+                        uint32_t abs_send_time, bint marker, uint32_t seq, uint32_t ts,
+                        const uint8_t* payload, int payload_len, int padding) except -1:
+        cdef uint8_t* h = self.hdr[i]
+        cdef uint8_t* o = <uint8_t*>self.out
+        cdef Out out = self.outs[i]
+        cdef int header_len = self.copies[i].header_len, at = self.copies[i].abs_at, length
+        cdef uint32_t out_seq, out_ts
+        target = self.targets[i]
+        rewriter = target.rewriter
+        out_seq = (seq + <uint32_t>rewriter._seq_offset) & 0xFFFF
+        out_ts = <uint32_t>((<uint64_t>ts + <uint64_t>rewriter._ts_offset) & 0xFFFFFFFF)
+        if _seq_newer(out_seq, <uint32_t>rewriter._last_seq):
+            rewriter._last_seq = out_seq
+        if _ts_newer(out_ts, <uint32_t>rewriter._last_ts):
+            rewriter._last_ts = out_ts
+            rewriter._last_wall = now
+        if padding:
+            h[0] |= 0x20
+        h[1] = (0x80 if marker else 0) | self.copies[i].payload_type
+        h[2] = (out_seq >> 8) & 0xFF
+        h[3] = out_seq & 0xFF
+        h[4] = (out_ts >> 24) & 0xFF
+        h[5] = (out_ts >> 16) & 0xFF
+        h[6] = (out_ts >> 8) & 0xFF
+        h[7] = out_ts & 0xFF
+        if at >= 0:
+            h[at] = (abs_send_time >> 16) & 0xFF
+            h[at + 1] = (abs_send_time >> 8) & 0xFF
+            h[at + 2] = abs_send_time & 0xFF
+        length = header_len + payload_len + padding
+        memcpy(o, h, header_len)
+        memcpy(o + header_len, payload, payload_len)
+        if padding:
+            memset(o + header_len + payload_len, 0, padding - 1)
+            o[length - 1] = padding
+        history = target.history
+        if history is not None:
+            slot = out_seq % history._capacity
+            history._seqs[slot] = out_seq
+            history._data[slot] = PyBytes_FromStringAndSize(<char*>o, length)
+            history._resent_at[slot] = 0.0
+        counters = target.counters
+        if _protect(out.ctx, o, &length) != 0:
+            forwarder.stats.not_forwarded += 1
+            counters.dropped += 1
+            return 0
+        # A full socket buffer loses the copy, as the network would; the kernel counts it.
+        sendto(out.fd, o, length, MSG_DONTWAIT, <const sockaddr*>PyBytes_AS_STRING(out.address),
+               <socklen_t>PyBytes_GET_SIZE(out.address))
+        if self.on_egress is not None:
+            self.on_egress()
+        counters.packets += 1
+        counters.octets += payload_len
+        stats = forwarder.stats
+        stats.packets_out += 1
+        stats.octets_out += payload_len
+        if video:
+            stats.video_packets_out += 1
+            stats.video_octets_out += payload_len
+        else:
+            stats.audio_packets_out += 1
+            stats.audio_octets_out += payload_len
+        sender = target.sink._sender
+        sender._RTCRtpSender__packet_count = counters.packets
+        sender._RTCRtpSender__octet_count = counters.octets
+        return 0

@@ -1,0 +1,412 @@
+"""The compiled path (gateway/media/_native.pyx) against the Python path it stands in for.
+
+Two forwarders get the same packets: one only through the Python path, the other
+through a lane (real SRTP both ways, a real UDP socket out). Whatever the lane forwards
+itself, and whatever it hands back, the subscriber must receive the same bytes (but for
+abs-send-time, which is the clock's) and both forwarders must end in the same state.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pylibsrtp
+import pytest
+from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import HeaderExtensions, RtpPacket
+
+from gateway.media import _aiortc
+from gateway.media.forwarder import RoomForwarder
+from gateway.media.tracks import PublishedTrack, SubscribedTrack
+from tests.factories import make_settings
+from tests.media_plane.fakes import (
+    VP8_CONTINUATION,
+    VP8_KEYFRAME_START,
+    FakeSink,
+    extension_map,
+    extensions,
+    published,
+    subscribed,
+)
+
+LOOPBACK = "127.0.0.1"
+PROFILE = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+ABS_ID = 9  # extensions()'s abs-send-time id, on both legs
+CONNECTED = _aiortc._DTLS_CONNECTED
+
+
+def test_the_compiled_path_is_built() -> None:
+    # CI builds it (scripts/dev.sh installs a C compiler); without it the gateway works,
+    # at several times the CPU per packet, and this says so.
+    assert _aiortc.native_available()
+
+
+def test_the_setting_turns_it_off() -> None:
+    assert make_settings().media_native is True
+    assert make_settings(media_native="false").media_native is False
+
+
+def _session(key: bytes, direction: int) -> pylibsrtp.Session:
+    return pylibsrtp.Session(
+        policy=pylibsrtp.Policy(key=key, ssrc_type=direction, srtp_profile=PROFILE)
+    )
+
+
+def _without_abs_send_time(data: bytes) -> bytes:
+    """The packet with abs-send-time's value zeroed (one-byte extension form)."""
+    first = data[0]
+    if not first & 0x10:
+        return data
+    at = 12 + 4 * (first & 0x0F)
+    length = int.from_bytes(data[at + 2 : at + 4], "big") * 4
+    out = bytearray(data)
+    pos, end = at + 4, at + 4 + length
+    while pos < end:
+        if out[pos] == 0:
+            pos += 1
+            continue
+        x_id, x_len = out[pos] >> 4, (out[pos] & 0x0F) + 1
+        if x_id == ABS_ID:
+            out[pos + 1 : pos + 1 + x_len] = bytes(x_len)
+        pos += 1 + x_len
+    return bytes(out)
+
+
+class SocketSink:
+    """A subscriber's leg as the lane sees it (``SenderSink``'s fields) and as the
+    Python path uses it: SRTP with one session, out of one UDP socket."""
+
+    def __init__(self, sock: socket.socket, to: tuple[str, int], key: bytes) -> None:
+        self._sock = sock
+        self._to = to
+        self._tx = _session(key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        pair = object()
+        transport = SimpleNamespace(get_write_buffer_size=lambda: 0)
+        address = _aiortc._sockaddr(socket.AF_INET, to)
+        assert address is not None
+        out = _aiortc._native.Out(
+            pair, transport, sock.fileno(), address, self._tx, _aiortc._srtp_pointer(self._tx)
+        )
+        self._leg = SimpleNamespace(
+            _out=out, drop=None, _nominated={1: pair}, _dtls=SimpleNamespace(_state=CONNECTED)
+        )
+        self._sender = SimpleNamespace(_RTCRtpSender__packet_count=0, _RTCRtpSender__octet_count=0)
+        self.reports: list[tuple[int, int]] = []
+
+    def send(self, data: bytes) -> bool:
+        self._sock.sendto(self._tx.protect(data), self._to)
+        return True
+
+    def report(self, *, ntp_timestamp: int, rtp_timestamp: int) -> None:
+        self.reports.append((ntp_timestamp, rtp_timestamp))
+
+    def count(self, *, packets: int, octets: int) -> None:
+        self._sender._RTCRtpSender__packet_count = packets
+        self._sender._RTCRtpSender__octet_count = octets
+
+
+@dataclass
+class Side:
+    """One forwarder with one publisher track and its subscribers."""
+
+    forwarder: RoomForwarder
+    source: PublishedTrack
+    statistics: dict[int, StreamStatistics] = field(default_factory=dict)
+    targets: list[SubscribedTrack] = field(default_factory=list)
+
+    def receive(self, packet: RtpPacket) -> None:
+        """What ``intercept_receiver`` and ``_Inbound.rtp`` do with a parsed packet."""
+        stream = self.statistics.setdefault(packet.ssrc, StreamStatistics(90000))
+        stream.add(packet)
+        self.forwarder.forward(self.source, packet)
+
+
+class Pair:
+    """The Python-only side and the lane's side, fed the same packets."""
+
+    def __init__(self) -> None:
+        self.ext = extension_map(extensions())
+        self.python = Side(RoomForwarder(room_id="rm_py"), published()[0])
+        self.native = Side(RoomForwarder(room_id="rm_c"), published()[0])
+        in_key = secrets.token_bytes(30)
+        self._publisher = _session(in_key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        dtls = SimpleNamespace(
+            _rx_srtp=_session(in_key, pylibsrtp.Policy.SSRC_ANY_INBOUND), _state=CONNECTED
+        )
+        self.fast = _aiortc.FastPath(256)
+        ids = getattr(self.ext, _aiortc._HEADER_IDS)
+        self.lane = _aiortc._native.Lane(
+            dtls, CONNECTED, self.fast, time.monotonic, _aiortc._srtp_pointer, ids
+        )
+        self.fast.lanes.append(self.lane)
+        self.sinks: list[tuple[FakeSink, socket.socket, pylibsrtp.Session]] = []
+        self.sockets: list[socket.socket] = []
+        self.sent: list[bytes] = []
+        self.handed_back = 0
+        self.refused = 0
+
+    async def start(self) -> None:
+        await self.python.forwarder.publish(self.python.source)
+        await self.native.forwarder.publish(self.native.source)
+
+    async def add_subscriber(self, name: str) -> None:
+        out_key = secrets.token_bytes(30)
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.bind((LOOPBACK, 0))
+        receiver.setblocking(False)
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sender.bind((LOOPBACK, 0))
+        self.sockets += [receiver, sender]
+        python_target, python_sink = subscribed(f"ptc_{name}", mid=name)
+        native_target, _ = subscribed(f"ptc_{name}", mid=name)
+        native_target.sink = SocketSink(sender, receiver.getsockname(), out_key)
+        # Both legs start from the same (otherwise random) numbers.
+        for attr in ("_last_seq", "_last_ts"):
+            setattr(native_target.rewriter, attr, getattr(python_target.rewriter, attr))
+        await self.python.forwarder.add_subscriber(python_target)
+        await self.native.forwarder.add_subscriber(native_target)
+        self.python.targets.append(python_target)
+        self.native.targets.append(native_target)
+        unprotect = _session(out_key, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        self.sinks.append((python_sink, receiver, unprotect))
+
+    def deliver(self, packet: RtpPacket) -> str:
+        """One publisher packet to both sides; which path the lane's side took."""
+        data = packet.serialize(self.ext)
+        self.python.receive(RtpPacket.parse(data, self.ext))
+        protected = self._publisher.protect(data)
+        return self.deliver_protected(protected, data)
+
+    def deliver_protected(self, protected: bytes, data: bytes | None = None) -> str:
+        result = self.lane.receive(protected)
+        if result is None:
+            return "native"
+        if result is False:
+            self.refused += 1
+            return "refused"
+        assert isinstance(result, bytes)
+        if data is not None:
+            assert result == data
+        self.handed_back += 1
+        packet = RtpPacket.parse(result, self.ext)
+        self.native.receive(packet)
+        if packet.ssrc not in self.lane.routes:
+            self.lane.learn(
+                packet.ssrc,
+                self.native.forwarder,
+                self.native.source,
+                self.native.statistics[packet.ssrc],
+            )
+        return "python"
+
+    def received(self) -> Iterator[tuple[list[bytes], list[bytes]]]:
+        """Per subscriber: what the Python side sent, what the lane's side sent."""
+        for sink, receiver, unprotect in self.sinks:
+            got: list[bytes] = []
+            while True:
+                try:
+                    got.append(unprotect.unprotect(receiver.recv(2048)))
+                except BlockingIOError:
+                    break
+            yield list(sink.sent), got
+
+    def assert_same(self) -> None:
+        for python_sent, native_sent in self.received():
+            assert [_without_abs_send_time(d) for d in native_sent] == [
+                _without_abs_send_time(d) for d in python_sent
+            ]
+        py, c = self.python, self.native
+        assert c.forwarder.stats.as_dict() == py.forwarder.stats.as_dict()
+        assert c.source.counters == py.source.counters
+        assert c.source.missing.highest == py.source.missing.highest
+        assert c.source.missing.missing == py.source.missing.missing
+        for ssrc, stream in py.statistics.items():
+            other = c.statistics[ssrc]
+            for name in ("base_seq", "max_seq", "cycles", "packets_received", "_last_timestamp"):
+                assert getattr(other, name) == getattr(stream, name), name
+        for python_target, native_target in zip(py.targets, c.targets, strict=True):
+            assert native_target.counters == python_target.counters
+            for attr in ("_epoch", "_seq_offset", "_ts_offset", "_last_seq", "_last_ts"):
+                assert getattr(native_target.rewriter, attr) == getattr(
+                    python_target.rewriter, attr
+                )
+            sink: Any = native_target.sink
+            packets, octets = (
+                sink._sender._RTCRtpSender__packet_count,
+                sink._sender._RTCRtpSender__octet_count,
+            )
+            assert (packets, octets) == (
+                python_target.counters.packets,
+                python_target.counters.octets,
+            )
+            assert python_target.history is not None
+            assert native_target.history is not None
+            python_history = [
+                None if d is None else _without_abs_send_time(d)
+                for d in (python_target.history.get(s) for s in range(65536))
+            ]
+            native_history = [
+                None if d is None else _without_abs_send_time(d)
+                for d in (native_target.history.get(s) for s in range(65536))
+            ]
+            assert native_history == python_history
+
+
+def video(
+    seq: int,
+    ts: int,
+    payload: bytes = VP8_CONTINUATION,
+    *,
+    ssrc: int = 0x1111,
+    pt: int = 96,
+    marker: int = 0,
+    csrc: list[int] | None = None,
+    padding: int = 0,
+    level: tuple[bool, int] | None = None,
+    mid: str | None = None,
+) -> RtpPacket:
+    packet = RtpPacket(
+        payload_type=pt,
+        marker=marker,
+        sequence_number=seq % 65536,
+        timestamp=ts,
+        ssrc=ssrc,
+        payload=payload,
+    )
+    packet.csrc = list(csrc or [])
+    packet.padding_size = padding
+    packet.extensions = HeaderExtensions()
+    packet.extensions.abs_send_time = 0x123456
+    packet.extensions.audio_level = level
+    packet.extensions.mid = mid
+    return packet
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[Pair]:
+    pair = Pair()
+    await pair.start()
+    await pair.add_subscriber("7")
+    yield pair
+    for sock in pair.sockets:
+        sock.close()
+
+
+async def test_steady_video_is_forwarded_in_c_byte_for_byte(pair: Pair) -> None:
+    paths = [pair.deliver(video(100, 3000, VP8_KEYFRAME_START, mid="0"))]
+    paths += [pair.deliver(video(seq, 3000 + seq // 3 * 3000)) for seq in range(101, 140)]
+    # The keyframe goes through Python (the subscriber waits for it, the SSRC is new);
+    # once the lane knows the SSRC, the rest is forwarded in C.
+    assert paths[0] == "python"
+    assert paths[1:].count("native") >= 38
+    pair.assert_same()
+    assert pair.fast.native_packets == paths.count("native")
+    assert pair.fast.packets == paths.count("native")  # the Python side counts the rest
+
+
+async def test_csrc_padding_audio_level_marker_and_wraparound_match(pair: Pair) -> None:
+    pair.deliver(video(65530, 1000, VP8_KEYFRAME_START))
+    paths = [
+        pair.deliver(video(65531, 1000, marker=1, csrc=[0xC0FFEE, 7])),
+        pair.deliver(video(65532, 4000, padding=13)),
+        pair.deliver(video(65533, 4000, level=(True, 42))),
+        pair.deliver(video(65534, 4000, level=(False, 127), mid="video")),
+        pair.deliver(video(65535, 4000, marker=1)),
+        pair.deliver(video(0, 0xFFFFFFFF)),
+        pair.deliver(video(1, 2000, padding=1, csrc=[1])),
+    ]
+    assert paths == ["native"] * 7
+    pair.assert_same()
+
+
+async def test_gaps_rtx_and_replays_go_back_to_python_and_end_the_same(pair: Pair) -> None:
+    pair.deliver(video(10, 1000, VP8_KEYFRAME_START))
+    assert pair.deliver(video(11, 1000)) == "native"
+    # A gap: the Python path NACKs it (and the late packets fill it) before C resumes.
+    assert pair.deliver(video(14, 4000)) == "python"
+    assert pair.deliver(video(12, 1000)) == "python"
+    assert pair.deliver(video(15, 4000)) == "python"  # 13 is still missing
+    rtx_payload = (13).to_bytes(2, "big") + VP8_CONTINUATION
+    assert pair.deliver(video(500, 4000, rtx_payload, ssrc=0x2222, pt=97)) == "python"
+    assert pair.deliver(video(16, 4000)) == "native"
+    # A replayed datagram is refused by SRTP on the lane, as it would be on aiortc's path.
+    data = video(17, 4000).serialize(pair.ext)
+    protected = pair._publisher.protect(data)
+    pair.python.receive(RtpPacket.parse(data, pair.ext))
+    assert pair.deliver_protected(protected, data) == "native"
+    assert pair.deliver_protected(protected) == "refused"
+    pair.assert_same()
+    assert pair.python.forwarder.stats.nacks_sent_upstream == 1
+    assert pair.python.forwarder.stats.retransmissions_received == 1
+
+
+async def test_a_new_subscriber_a_tap_and_a_keyframe_request_go_back_to_python(
+    pair: Pair,
+) -> None:
+    pair.deliver(video(1, 1000, VP8_KEYFRAME_START))
+    assert pair.deliver(video(2, 1000)) == "native"
+    # A second subscriber waits for a keyframe: the packets go through Python meanwhile.
+    await pair.add_subscriber("9")
+    assert pair.deliver(video(3, 4000)) == "python"
+    assert pair.deliver(video(4, 7000, VP8_KEYFRAME_START)) == "python"
+    assert pair.deliver(video(5, 7000)) == "native"
+    # A recorder's tap sees every packet, so the room goes back to Python while it runs.
+    tapped: list[int] = []
+
+    def tap(source: PublishedTrack, fmt: Any, packet: RtpPacket) -> bool:
+        tapped.append(packet.sequence_number)
+        return False
+
+    pair.python.forwarder.add_tap(tap)
+    pair.native.forwarder.add_tap(tap)
+    assert pair.deliver(video(6, 7000)) == "python"
+    pair.python.forwarder.remove_tap(tap)
+    pair.native.forwarder.remove_tap(tap)
+    assert pair.deliver(video(7, 7000)) == "native"
+    # A subscriber's PLI: the Python path asks the publisher until a keyframe comes.
+    for side in (pair.python, pair.native):
+        side.source.keyframe_wanted = True
+    assert pair.deliver(video(8, 10000)) == "python"
+    assert pair.deliver(video(9, 13000, VP8_KEYFRAME_START)) == "python"
+    assert pair.deliver(video(10, 13000)) == "native"
+    assert tapped == [6, 6]
+    pair.assert_same()
+
+
+async def test_malformed_packets_are_handed_back_untouched(pair: Pair) -> None:
+    pair.deliver(video(1, 1000, VP8_KEYFRAME_START))
+    good = video(2, 1000).serialize(pair.ext)
+    assert good[0] & 0x10
+    for number, data in enumerate(
+        (
+            # An audio-level element two bytes long (aiortc's parser raises on it).
+            good[:12] + bytes([0xBE, 0xDE, 0, 1, (10 << 4) | 1, 0, 0, 0]) + b"payload",
+            # A one-byte element longer than the extension block, a bad version, bad padding.
+            good[:12] + bytes([0xBE, 0xDE, 0, 1, (10 << 4) | 7, 0, 0, 0]) + b"payload",
+            bytes([0x40]) + good[1:],
+            bytes([good[0] | 0x20]) + good[1:-1] + b"\xff",
+        )
+    ):
+        data = data[:2] + (50 + number).to_bytes(2, "big") + data[4:]  # no replays
+        assert pair.lane.receive(pair._publisher.protect(data)) == data
+    # The Python path parses them and drops them; nothing was counted or sent here.
+    assert pair.native.forwarder.stats.packets_in == 1
+    assert pair.deliver(video(2, 1000)) == "native"
+    pair.assert_same()
+
+
+async def test_a_leg_that_cannot_send_in_c_goes_back_to_python(pair: Pair) -> None:
+    pair.deliver(video(1, 1000, VP8_KEYFRAME_START))
+    sink: Any = pair.native.targets[0].sink
+    sink._leg.drop = lambda data: False  # fault injection lives in Python
+    assert pair.deliver(video(2, 1000)) == "python"
+    sink._leg.drop = None
+    sink._leg._nominated[1] = object()  # another pair was nominated
+    assert pair.deliver(video(3, 1000)) == "python"
+    pair.assert_same()
