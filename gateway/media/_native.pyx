@@ -15,7 +15,7 @@ extension it does not check, a leg that is not a plain UDP socket) returns the
 unprotected packet and the Python path does the rest, as it did before this module.
 
 SRTP is the session pylibsrtp made for aiortc, called through libsrtp's own functions
-(pointers taken from pylibsrtp's cffi module by :func:`_aiortc.native_srtp`), so both
+(pointers taken from pylibsrtp's cffi module when `_aiortc` is imported), so both
 paths share replay windows and rollover counters. Everything runs on the event loop's
 thread, as the Python path does.
 """

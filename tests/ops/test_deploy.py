@@ -105,6 +105,10 @@ def test_the_dockerfile_builds_a_non_root_image_with_a_healthcheck() -> None:
     assert "USER quietroom:quietroom" in lines
     assert any(line.startswith("HEALTHCHECK") for line in lines)
     assert 'CMD ["serve"]' in lines
+    # The compiled forwarding path is built in the build stage, and the image needs it.
+    build_stage = lines[: lines.index("FROM python:3.11-slim")]
+    assert any("gcc" in line for line in build_stage)
+    assert any("from gateway.media import _native" in line for line in build_stage)
 
 
 # --- systemd --------------------------------------------------------------------------------
