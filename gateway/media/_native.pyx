@@ -56,6 +56,8 @@ DEF MAX_TARGETS = 32
 #: Room for any datagram the Python path handles (pylibsrtp's buffer is 1500 bytes).
 DEF BUFFER = 2048
 DEF WORDS = 512  # BUFFER in 32-bit words (libsrtp reads headers as words)
+#: Room for one copy's header: 12 bytes, up to 15 CSRCs, the extension block.
+DEF HEADER_MAX = 384
 
 
 def configure(uintptr_t protect, uintptr_t unprotect, int max_plain):
@@ -164,7 +166,7 @@ cdef class Lane:
     cdef readonly uint64_t handed_back
     cdef uint32_t plain[WORDS]
     cdef uint32_t out[WORDS]
-    cdef uint8_t hdr[MAX_TARGETS][64]
+    cdef uint8_t hdr[MAX_TARGETS][HEADER_MAX]
     cdef Copy copies[MAX_TARGETS]
     cdef list targets
     cdef list outs
@@ -437,6 +439,14 @@ cdef class Lane:
         cdef bytes abs_prefix = layout.abs_prefix
         cdef bytes level_prefix = layout.level_prefix
         cdef int pos = 12 + 4 * cc, ext_start, ext_len, n, profile
+        # The longest header this can write: CSRCs, the extension header, the elements
+        # (abs-send-time's 3 bytes, the level's 1) and up to 3 bytes of padding. Checked
+        # before anything is written; too long goes back to the Python path.
+        if (
+            pos + 4 + PyBytes_GET_SIZE(mid) + PyBytes_GET_SIZE(abs_prefix) + 3
+            + PyBytes_GET_SIZE(level_prefix) + 1 + 3 > HEADER_MAX
+        ):
+            return 1 << 16
         h[0] = 0x80 | cc
         h[8] = (ssrc >> 24) & 0xFF
         h[9] = (ssrc >> 16) & 0xFF
@@ -446,8 +456,6 @@ cdef class Lane:
             memcpy(h + 12, packet + 12, 4 * cc)
         ext_start = pos + 4
         n = ext_start
-        if PyBytes_GET_SIZE(mid) + PyBytes_GET_SIZE(abs_prefix) + PyBytes_GET_SIZE(level_prefix) + 8 > 64 - ext_start:
-            return 1 << 16  # cannot happen with the ids WebRTC uses; too long to forward
         memcpy(h + n, PyBytes_AS_STRING(mid), PyBytes_GET_SIZE(mid))
         n += PyBytes_GET_SIZE(mid)
         self.copies[i].abs_at = -1

@@ -320,8 +320,10 @@ async def test_csrc_padding_audio_level_marker_and_wraparound_match(pair: Pair) 
         pair.deliver(video(65535, 4000, marker=1)),
         pair.deliver(video(0, 0xFFFFFFFF)),
         pair.deliver(video(1, 2000, padding=1, csrc=[1])),
+        # Fifteen CSRCs, the most a header can name (60 bytes of them), with extensions.
+        pair.deliver(video(2, 2000, csrc=list(range(15)), level=(True, 1))),
     ]
-    assert paths == ["native"] * 7
+    assert paths == ["native"] * 8
     pair.assert_same()
 
 
