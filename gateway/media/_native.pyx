@@ -23,8 +23,7 @@ thread, as the Python path does.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.errno cimport errno
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, memset
 
 cdef extern from "<time.h>" nogil:
@@ -72,20 +71,10 @@ def configure(uintptr_t protect, uintptr_t unprotect, int max_plain):
     _max_plain = max_plain
 
 
-def configured():
-    return _protect != NULL and _unprotect != NULL
-
-
 cdef inline double _now(int clock) noexcept nogil:
     cdef timespec ts
     clock_gettime(clock, &ts)
     return ts.tv_sec + ts.tv_nsec * 1e-9
-
-
-cdef inline int64_t _now_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
 cdef inline bint _seq_newer(uint32_t a, uint32_t b) noexcept nogil:
@@ -198,9 +187,6 @@ cdef class Lane:
         if forwarder._monotonic is not self.monotonic:
             return  # a test's clock: the Python path reads it, this module could not
         self.routes[ssrc] = Route(forwarder, source, ssrc, statistics, source.formats)
-
-    def forget(self, ssrc):
-        self.routes.pop(ssrc, None)
 
     cdef int _check_extensions(self, const uint8_t* p, int length, int profile,
                                int* level) except -2:
