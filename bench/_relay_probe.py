@@ -7,17 +7,20 @@ gateway peer connection, below DTLS and SRTP:
 
 * ``StunProtocol.datagram_received``: the event loop has just read a datagram out of
   the socket. For RTP, the probe notes the time as the *ingress* of what the call does.
+  Where the compiled path reads the socket itself (``_native.Reader``, a batch per
+  wake-up), it calls :meth:`LatencyProbe.ingress` for each RTP datagram instead.
 * ``StunProtocol.transport.sendto``: a datagram goes to the socket (or to the TURN
   client). For RTP sent while an ingress is noted, ``now - ingress`` is one sample:
   SRTP unprotect, parsing, forwarding, rewriting, SRTP protect and ``sendto``. A copy
   the compiled path sends (``gateway/media/_native.pyx``) goes to the socket directly;
   its lane calls :meth:`LatencyProbe.egress` right after, which samples the same way.
 
-Time spent waiting in the event loop before the callback, or in the kernel's socket
-buffer before that, is not covered (under the old asyncio.Queue path the probe counted
-the queue's wait; there is no queue left on the path to count). Wrappers go on
-instances only, after the answer and before the connection carries data. Benchmark
-code, pinned to aiortc 1.16 and aioice 0.13 like :mod:`gateway.media._aiortc`.
+Time spent waiting in the event loop before the callback, behind earlier datagrams of
+the reader's batch, or in the kernel's socket buffer before that, is not covered
+(under the old asyncio.Queue path the probe counted the queue's wait; there is no queue
+left on the path to count). Wrappers go on instances only, after the answer and before
+the connection carries data. Benchmark code, pinned to aiortc 1.16 and aioice 0.13 like
+:mod:`gateway.media._aiortc`.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class LatencyProbe:
                 if id(protocol) not in self._probed:
                     self._probed.add(id(protocol))
                     self._wrap(protocol)
-        _aiortc.on_native_egress(pc, self.egress)
+        _aiortc.probe_native(pc, ingress=self.ingress, egress=self.egress)
 
     def _wrap(self, protocol: Any) -> None:
         inner: Callable[[bytes, Any], None] = protocol.datagram_received
@@ -93,6 +96,12 @@ class LatencyProbe:
 
         protocol.datagram_received = timed_datagram_received
         protocol.transport = _TimedTransport(protocol.transport, self)
+
+    def ingress(self, arriving: bool) -> None:
+        """The compiled path's socket reader (which reads in place of the transport, so
+        ``datagram_received`` above sees no RTP) is handing on an RTP datagram, or is
+        done with it."""
+        self.ingress_ns = time.perf_counter_ns() if arriving else None
 
     def egress(self) -> None:
         """A copy the compiled path sent itself, bypassing the transport (it sends only

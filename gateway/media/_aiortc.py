@@ -43,6 +43,7 @@ import logging
 import socket
 import struct
 import time
+from asyncio import selector_events as _selector_events
 from collections.abc import Awaitable, Callable, Iterable
 from types import CodeType
 from typing import Any, Final
@@ -98,7 +99,7 @@ __all__ = [
     "local_candidate_addresses",
     "native_available",
     "on_keyframe_request",
-    "on_native_egress",
+    "probe_native",
     "restrict_gathering",
     "sender_ssrcs",
 ]
@@ -250,6 +251,27 @@ def _check_native_internals() -> list[str]:
             missing.append(f"pylibsrtp's {name} as {_SRTP_SIGNATURE}")
     if "_srtp" not in _instance_fields(pylibsrtp.Session):
         missing.append("pylibsrtp.Session._srtp")
+    # asyncio's, for _read_natively: the transport stops reading and the loop reads
+    # its socket with the compiled path's callback instead.
+    for cls_name, name in (
+        ("BaseSelectorEventLoop", "_add_reader"),
+        ("_SelectorDatagramTransport", "pause_reading"),
+    ):
+        if not callable(getattr(getattr(_selector_events, cls_name, None), name, None)):
+            missing.append(f"asyncio {cls_name}.{name}")
+    transport_fields: dict[str, tuple[str, ...]] = {
+        "__init__": ("_closing", "_sock_fd"),
+        "pause_reading": ("_remove_reader", "_sock_fd"),
+        "close": ("_remove_reader", "_sock_fd", "_closing"),
+    }
+    base = getattr(_selector_events, "_SelectorTransport", None)
+    for method, names in transport_fields.items():
+        present = _instance_fields(base, method) if base is not None else frozenset()
+        missing.extend(
+            f"asyncio _SelectorTransport.{method} using {name}"
+            for name in names
+            if name not in present
+        )
     wanted = {
         (HeaderExtensionsMap, "__init__"): (_HEADER_IDS,),
         (_receiver_module.StreamStatistics, "__init__"): (
@@ -302,7 +324,10 @@ def _srtp_function(name: str) -> int:
 
 if _NATIVE_BUILT:
     _native.configure(
-        _srtp_function("srtp_protect"), _srtp_function("srtp_unprotect"), _SRTP_MAX_PLAIN
+        _srtp_function("srtp_protect"),
+        _srtp_function("srtp_unprotect"),
+        _SRTP_MAX_PLAIN,
+        _SRTP_MAX_DATAGRAM,
     )
 
 
@@ -645,7 +670,7 @@ def _leg(dtls: RTCDtlsTransport) -> _Leg:
 class FastPath:
     """What the synchronous data path of one peer connection did, for metrics and tests."""
 
-    __slots__ = ("dropped", "errors", "inodes", "lanes", "limit", "packets")
+    __slots__ = ("dropped", "errors", "inodes", "lanes", "limit", "packets", "readers")
 
     def __init__(self, limit: int) -> None:
         #: At most this many datagrams wait in an ICE connection's receive queue.
@@ -660,6 +685,8 @@ class FastPath:
         self.inodes: set[int] = set()
         #: The compiled path, one per ICE connection (empty when it is not in use).
         self.lanes: list[Any] = []
+        #: The compiled path's socket readers, one per socket it reads in place of asyncio.
+        self.readers: list[Any] = []
 
     @property
     def native_packets(self) -> int:
@@ -718,9 +745,12 @@ def enable_fast_path(
             lane = _native.Lane(dtls, _DTLS_CONNECTED, fast, time.monotonic, _srtp_pointer, ids)
             setattr(dtls, _LANE, lane)
             fast.lanes.append(lane)
-        receive_rtp = _rtp_receiver(dtls, fast, lane)
+        receive_plain = _plain_rtp_receiver(dtls, fast, lane)
+        receive_rtp = _rtp_receiver(dtls, fast, lane, receive_plain)
         for protocol in connection._protocols:
-            _divert_rtp(protocol, dtls, receive_rtp)
+            original = _divert_rtp(protocol, dtls, receive_rtp)
+            if lane is not None:
+                _read_natively(protocol, lane, original, receive_plain, fast)
             _enlarge_receive_buffer(protocol, receive_buffer)
             sock = protocol.transport.get_extra_info("socket")
             inode = None if sock is None else socket_inode(sock)
@@ -760,17 +790,24 @@ def _bound_queue(connection: Connection, fast: FastPath) -> None:
     connection.data_received = data_received  # type: ignore[method-assign]
 
 
-def _rtp_receiver(dtls: RTCDtlsTransport, fast: FastPath, lane: Any) -> Callable[[bytes], None]:
-    """SRTP datagram -> unprotect, parse, route, the receiver's handler (``_recv_next``).
+def _forwarding_failed(fast: FastPath, exc: BaseException) -> None:
+    """One packet lost to an unexpected error; the socket's callback lives on."""
+    fast.errors += 1
+    if fast.errors == 1:
+        log.error(
+            "forwarding an RTP packet failed (further failures not logged)",
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
 
-    With a ``lane`` (the compiled path) the datagram goes there first; what it hands
-    back, unprotected, continues here. Once a packet of a new SSRC has been through the
-    forwarder here, the lane learns where that SSRC goes.
+
+def _rtp_receiver(
+    dtls: RTCDtlsTransport, fast: FastPath, lane: Any, receive_plain: Callable[[bytes], None]
+) -> Callable[[bytes], None]:
+    """SRTP datagram -> unprotect, then ``receive_plain`` (:func:`_plain_rtp_receiver`).
+
+    With a ``lane`` (the compiled path) the datagram goes there first, and only what it
+    hands back, unprotected, continues.
     """
-    router: RtpRouter = dtls._rtp_router
-    extensions = dtls._rtp_header_extensions_map
-    parse = RtpPacket.parse
-    routes: dict[int, Any] = lane.routes if lane is not None else {}
 
     def receive_rtp(data: bytes) -> None:
         try:
@@ -780,15 +817,35 @@ def _rtp_receiver(dtls: RTCDtlsTransport, fast: FastPath, lane: Any) -> Callable
                 plain = lane.receive(data)
                 if plain is None or plain is False:
                     return  # forwarded in C, or refused by SRTP
-            packet = parse(plain, extensions)
-        except (pylibsrtp.Error, ValueError, struct.error):
-            # aiortc drops these too: replayed, unauthenticated or malformed (struct.error:
-            # an extension of the wrong length, which aiortc does not catch).
+        except (pylibsrtp.Error, ValueError):
+            return  # aiortc drops these too: replayed or unauthenticated
+        except Exception as exc:  # noqa: BLE001 (the compiled path failed; logged once)
+            _forwarding_failed(fast, exc)
             return
-        except Exception:  # the compiled path failed: one packet lost, the socket lives
-            fast.errors += 1
-            if fast.errors == 1:
-                log.exception("forwarding an RTP packet failed (further failures not logged)")
+        receive_plain(plain)
+
+    return receive_rtp
+
+
+def _plain_rtp_receiver(
+    dtls: RTCDtlsTransport, fast: FastPath, lane: Any
+) -> Callable[[bytes], None]:
+    """Unprotected RTP -> parse, route, the receiver's handler (``_recv_next``).
+
+    With a ``lane``: once a packet of a new SSRC has been through the forwarder here,
+    the lane learns where that SSRC goes.
+    """
+    router: RtpRouter = dtls._rtp_router
+    extensions = dtls._rtp_header_extensions_map
+    parse = RtpPacket.parse
+    routes: dict[int, Any] = lane.routes if lane is not None else {}
+
+    def receive_plain(plain: bytes) -> None:
+        try:
+            packet = parse(plain, extensions)
+        except (ValueError, struct.error):
+            # aiortc drops these too (struct.error: an extension of the wrong length,
+            # which aiortc does not catch).
             return
         receiver = router.route_rtp(packet)
         handler = getattr(receiver, _RTP_HANDLER, None)
@@ -797,23 +854,22 @@ def _rtp_receiver(dtls: RTCDtlsTransport, fast: FastPath, lane: Any) -> Callable
         fast.packets += 1
         try:
             handler(packet)
-        except Exception:  # one bad packet must not take the socket's callback down
-            fast.errors += 1
-            if fast.errors == 1:
-                log.exception("forwarding an RTP packet failed (further failures not logged)")
+        except Exception as exc:  # noqa: BLE001 (one bad packet must not take the callback down)
+            _forwarding_failed(fast, exc)
             return
         if lane is not None and packet.ssrc not in routes:
             known = getattr(receiver, _NATIVE_SOURCE)(packet.ssrc)
             if known is not None:
                 lane.learn(packet.ssrc, *known)
 
-    return receive_rtp
+    return receive_plain
 
 
 def _divert_rtp(
     protocol: StunProtocol, dtls: RTCDtlsTransport, receive_rtp: Callable[[bytes], None]
-) -> None:
-    original = protocol.datagram_received
+) -> Callable[[bytes, tuple[Any, ...]], None]:
+    """Send ``protocol``'s SRTP to ``receive_rtp``; returns aioice's own handler."""
+    original: Callable[[bytes, tuple[Any, ...]], None] = protocol.datagram_received
 
     def datagram_received(data: bytes | str, addr: tuple[Any, ...]) -> None:
         if len(data) > _SRTP_MAX_DATAGRAM and 127 < data[0] < 192:  # type: ignore[operator]
@@ -830,9 +886,62 @@ def _divert_rtp(
         ):
             receive_rtp(data)  # type: ignore[arg-type]
         else:
-            original(data, addr)
+            original(data, addr)  # type: ignore[arg-type]
 
     protocol.datagram_received = datagram_received  # type: ignore[method-assign]
+    return original
+
+
+def _read_natively(
+    protocol: StunProtocol,
+    lane: Any,
+    original: Callable[[bytes, tuple[Any, ...]], None],
+    receive_plain: Callable[[bytes], None],
+    fast: FastPath,
+) -> bool:
+    """Read ``protocol``'s socket with the compiled path's :class:`_native.Reader`.
+
+    asyncio's datagram transport reads one datagram per wake-up and calls Python twice
+    for it; the reader drains the socket with ``recvmmsg`` and sorts what it reads in C
+    (``datagram_received`` above, in C). The transport stops reading (``pause_reading``)
+    and the loop calls the reader for its socket instead; closing the transport removes
+    the reader with it. Only on asyncio's selector loop with its own datagram transport
+    (uvloop and relayed candidates keep ``datagram_received``); False if not installed.
+    """
+    transport = protocol.transport
+    try:
+        loop = asyncio.get_running_loop()  # the transport's: aioice made it in this loop
+    except RuntimeError:
+        return False
+    if (
+        type(transport) is not getattr(_selector_events, "_SelectorDatagramTransport", None)
+        or not isinstance(loop, _selector_events.BaseSelectorEventLoop)
+        or transport.is_closing()
+    ):
+        return False
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.type != socket.SOCK_DGRAM:
+        return False
+
+    def report(exc: BaseException) -> None:
+        loop.call_exception_handler(
+            {"message": "Exception in datagram_received", "exception": exc, "protocol": protocol}
+        )
+
+    reader = _native.Reader(
+        sock.fileno(),
+        transport,
+        lane,
+        original,
+        receive_plain,
+        lambda exc: _forwarding_failed(fast, exc),
+        protocol.error_received,
+        report,
+    )
+    transport.pause_reading()  # type: ignore[attr-defined]
+    loop._add_reader(sock.fileno(), reader.ready)  # type: ignore[attr-defined]
+    fast.readers.append(reader)
+    return True
 
 
 # --- ICE --------------------------------------------------------------------------------------
@@ -907,14 +1016,22 @@ def drop_outgoing(pc: RTCPeerConnection, should_drop: Callable[[bytes], bool]) -
         ice._send = lossy_send
 
 
-def on_native_egress(pc: RTCPeerConnection, callback: Callable[[], None] | None) -> int:
-    """Benchmarks: call ``callback`` after each copy the compiled path sends for ``pc``
-    (the Python path's copies go through the pair's transport, where a probe sees them).
-    Call after :func:`enable_fast_path`; returns how many lanes took it."""
+def probe_native(
+    pc: RTCPeerConnection,
+    *,
+    ingress: Callable[[bool], None] | None,
+    egress: Callable[[], None] | None,
+) -> int:
+    """Benchmarks: ``ingress(True)`` before the compiled path's socket reader hands on
+    an RTP datagram of ``pc``, ``ingress(False)`` once done with it, and ``egress()``
+    after each copy the compiled path sends (the Python path's copies go through the
+    pair's transport, where a probe sees them). Call after :func:`enable_fast_path`;
+    returns how many lanes took them."""
     count = 0
     for dtls in _dtls_by_ice(pc).values():
         lane = getattr(dtls, _LANE, None)
         if lane is not None:
-            lane.on_egress = callback
+            lane.on_ingress = ingress
+            lane.on_egress = egress
             count += 1
     return count

@@ -2,7 +2,7 @@
 from collections.abc import Callable
 from typing import Any
 
-def configure(protect: int, unprotect: int, max_plain: int) -> None: ...
+def configure(protect: int, unprotect: int, max_plain: int, max_datagram: int) -> None: ...
 
 class Out:
     pair: Any
@@ -18,6 +18,7 @@ class Route:
 
 class Lane:
     routes: dict[int, Route]
+    on_ingress: Callable[[bool], None] | None
     on_egress: Callable[[], None] | None
     forwarded: int
     handed_back: int
@@ -32,3 +33,19 @@ class Lane:
     ) -> None: ...
     def learn(self, ssrc: int, forwarder: Any, source: Any, statistics: Any) -> None: ...
     def receive(self, data: bytes) -> bytes | bool | None: ...
+
+class Reader:
+    reads: int
+    datagrams: int
+    def __init__(
+        self,
+        fd: int,
+        transport: Any,
+        lane: Lane,
+        other: Callable[[bytes, Any], None],
+        plain: Callable[[bytes], None],
+        failed: Callable[[BaseException], None],
+        error_received: Callable[[Exception], None],
+        report: Callable[[BaseException], None],
+    ) -> None: ...
+    def ready(self) -> None: ...

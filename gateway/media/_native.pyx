@@ -23,8 +23,9 @@ thread, as the Python path does.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, uintptr_t
-from libc.string cimport memcpy, memset
+from libc.errno cimport EAGAIN, EINTR, errno
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+from libc.string cimport memcmp, memcpy, memset, strerror
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -35,13 +36,55 @@ cdef extern from "<time.h>" nogil:
     enum: CLOCK_MONOTONIC
     enum: CLOCK_REALTIME
 
+cdef extern from "<sys/uio.h>" nogil:
+    cdef struct iovec:
+        void* iov_base
+        size_t iov_len
+
 cdef extern from "<sys/socket.h>" nogil:
     ctypedef unsigned int socklen_t
     cdef struct sockaddr:
         pass
+    cdef struct sockaddr_storage:
+        unsigned short ss_family
+    cdef struct msghdr:
+        void* msg_name
+        socklen_t msg_namelen
+        iovec* msg_iov
+        size_t msg_iovlen
+        void* msg_control
+        size_t msg_controllen
+        int msg_flags
+    cdef struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
     ssize_t sendto(int fd, const void* buf, size_t n, int flags, const sockaddr* addr,
                    socklen_t addrlen)
+    int recvmmsg(int fd, mmsghdr* messages, unsigned int count, int flags, timespec* timeout)
     enum: MSG_DONTWAIT
+    enum: MSG_TRUNC
+    enum: AF_INET
+    enum: AF_INET6
+
+cdef extern from "<netinet/in.h>" nogil:
+    cdef struct in_addr:
+        pass
+    cdef struct in6_addr:
+        pass
+    cdef struct sockaddr_in:
+        uint16_t sin_port
+        in_addr sin_addr
+    cdef struct sockaddr_in6:
+        uint16_t sin6_port
+        uint32_t sin6_flowinfo
+        in6_addr sin6_addr
+        uint32_t sin6_scope_id
+
+cdef extern from "<arpa/inet.h>" nogil:
+    uint16_t ntohs(uint16_t value)
+    uint32_t ntohl(uint32_t value)
+    const char* inet_ntop(int family, const void* source, char* destination, socklen_t size)
+    enum: INET6_ADDRSTRLEN
 
 ctypedef int (*srtp_fn)(void* ctx, void* packet, int* length) noexcept nogil
 
@@ -49,6 +92,7 @@ ctypedef int (*srtp_fn)(void* ctx, void* packet, int* length) noexcept nogil
 cdef srtp_fn _protect = NULL
 cdef srtp_fn _unprotect = NULL
 cdef int _max_plain = 0
+cdef int _max_datagram = 0
 
 #: At most this many subscribers of one publisher track are served here per packet.
 DEF MAX_TARGETS = 32
@@ -59,16 +103,19 @@ DEF WORDS = 512  # BUFFER in 32-bit words (libsrtp reads headers as words)
 DEF HEADER_MAX = 384
 
 
-def configure(uintptr_t protect, uintptr_t unprotect, int max_plain):
+def configure(uintptr_t protect, uintptr_t unprotect, int max_plain, int max_datagram):
     """Give this module libsrtp's ``srtp_protect`` and ``srtp_unprotect``.
 
     ``max_plain`` is the longest RTP packet the Python path protects (pylibsrtp refuses
     longer ones); a longer copy goes back to the Python path, which drops it there.
+    ``max_datagram`` is the longest SRTP or SRTCP datagram it unprotects; a
+    :class:`Reader` drops longer ones, as ``_aiortc._divert_rtp`` does.
     """
-    global _protect, _unprotect, _max_plain
+    global _protect, _unprotect, _max_plain, _max_datagram
     _protect = <srtp_fn>protect
     _unprotect = <srtp_fn>unprotect
     _max_plain = max_plain
+    _max_datagram = max_datagram
 
 
 cdef inline double _now(int clock) noexcept nogil:
@@ -148,7 +195,10 @@ cdef class Lane:
     cdef readonly dict routes
     # incoming header extension ids (0: not negotiated)
     cdef int mid_id, rid_id, rrid_id, abs_id, toffset_id, level_id, tsn_id
-    #: Called with no argument after each copy sent here (a benchmark's latency probe).
+    #: A benchmark's latency probe: ``on_ingress(True)`` before a :class:`Reader` hands
+    #: an RTP datagram on, ``on_ingress(False)`` once it is done with it, and
+    #: ``on_egress()`` after each copy sent here.
+    cdef public object on_ingress
     cdef public object on_egress
     #: Packets forwarded here, and packets handed back to the Python path.
     cdef readonly uint64_t forwarded
@@ -171,6 +221,7 @@ cdef class Lane:
         self.rx_session = None
         self.rx_ctx = NULL
         self.routes = {}
+        self.on_ingress = None
         self.on_egress = None
         self.targets = [None] * MAX_TARGETS
         self.outs = [None] * MAX_TARGETS
@@ -243,16 +294,19 @@ cdef class Lane:
         forged; aiortc drops those too), and otherwise the unprotected packet, for the
         Python path to parse and forward.
         """
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        return self._receive(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+
+    cdef object _receive(self, const uint8_t* data, Py_ssize_t n):
+        """:meth:`receive` on a datagram still in a :class:`Reader`'s buffer."""
         cdef int length = <int>n
         cdef uint8_t* p = <uint8_t*>self.plain
         if _unprotect == NULL or n > BUFFER - 64:
-            return self._unprotect_only(data)
+            return self._unprotect_only(PyBytes_FromStringAndSize(<const char*>data, n))
         session = self.dtls._rx_srtp
         if session is not self.rx_session:
             self.rx_ctx = <void*><uintptr_t>self.pointer_of(session)
             self.rx_session = session
-        memcpy(p, PyBytes_AS_STRING(data), n)
+        memcpy(p, data, n)
         if _unprotect(self.rx_ctx, p, &length) != 0:
             return False
         if self._forward(length) == 0:
@@ -539,3 +593,168 @@ cdef class Lane:
         sender._RTCRtpSender__packet_count = counters.packets
         sender._RTCRtpSender__octet_count = counters.octets
         return 0
+
+
+#: Datagrams one ``recvmmsg`` call reads, and calls per wake-up (then the event loop
+#: serves other sockets; the rest wait for its next turn).
+DEF BATCH = 16
+DEF ROUNDS = 4
+#: A UDP datagram's longest payload, so that nothing is ever cut short.
+DEF SLOT = 65536
+
+# One set of buffers for every Reader: they run one at a time, on the event loop's thread.
+cdef uint8_t _slots[BATCH][SLOT]
+cdef sockaddr_storage _names[BATCH]
+cdef iovec _vectors[BATCH]
+cdef mmsghdr _messages[BATCH]
+cdef bint _reading = False
+
+
+cdef class Reader:
+    """Reads one UDP socket of an ICE connection in place of asyncio's transport.
+
+    ``_aiortc.enable_fast_path`` pauses the transport's own reading and gives the event
+    loop :meth:`ready` for the socket instead. Each wake-up drains it with ``recvmmsg``
+    and sorts the datagrams as ``_aiortc._divert_rtp`` does: SRTP (not SRTCP) on a
+    connected DTLS transport goes to the lane, and what the lane hands back to
+    ``plain``; anything else (STUN, DTLS, SRTCP) to ``other(data, addr)``, aioice's own
+    ``datagram_received``, with the address tuple Python's ``recvfrom`` would give.
+    SRTP or SRTCP too long for the SRTP library is dropped there and here.
+    """
+
+    cdef int fd
+    cdef object transport
+    cdef Lane lane
+    cdef object other
+    cdef object plain
+    cdef object failed
+    cdef object error_received
+    cdef object report
+    # the last sender's address, raw and as Python's tuple (most datagrams repeat it)
+    cdef sockaddr_storage last_name
+    cdef socklen_t last_name_len
+    cdef object last_address
+    #: ``recvmmsg`` calls that returned datagrams, and the datagrams they returned.
+    cdef readonly uint64_t reads
+    cdef readonly uint64_t datagrams
+
+    def __init__(self, int fd, transport, Lane lane, other, plain, failed, error_received,
+                 report):
+        """``failed(exc)``: the compiled path raised on one datagram (it is lost);
+        ``error_received(exc)``: the socket reported an error (asyncio's transport calls
+        its protocol's); ``report(exc)``: ``other`` raised (asyncio's loop would log it)."""
+        self.fd = fd
+        self.transport = transport
+        self.lane = lane
+        self.other = other
+        self.plain = plain
+        self.failed = failed
+        self.error_received = error_received
+        self.report = report
+        self.last_name_len = 0
+        self.last_address = None
+        self.reads = 0
+        self.datagrams = 0
+
+    def ready(self):
+        """The event loop's callback: the socket has datagrams to read."""
+        global _reading
+        cdef int n, i, rounds, error
+        if self.transport._closing:
+            return
+        if _reading:
+            raise RuntimeError("a Reader ran inside another")
+        _reading = True
+        try:
+            for rounds in range(ROUNDS):
+                for i in range(BATCH):
+                    _messages[i].msg_hdr.msg_name = &_names[i]
+                    _messages[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+                    _messages[i].msg_hdr.msg_iov = &_vectors[i]
+                    _messages[i].msg_hdr.msg_iovlen = 1
+                    _messages[i].msg_hdr.msg_control = NULL
+                    _messages[i].msg_hdr.msg_controllen = 0
+                    _messages[i].msg_hdr.msg_flags = 0
+                    _vectors[i].iov_base = _slots[i]
+                    _vectors[i].iov_len = SLOT
+                n = recvmmsg(self.fd, _messages, BATCH, MSG_DONTWAIT, NULL)
+                if n < 0:
+                    error = errno
+                    if error == EINTR:
+                        continue
+                    if error != EAGAIN:  # Linux's EWOULDBLOCK, as recvmmsg is Linux's
+                        self.error_received(OSError(error, strerror(error).decode()))
+                    return
+                self.reads += 1
+                self.datagrams += n
+                for i in range(n):
+                    if self.transport._closing:
+                        return
+                    self._one(i)
+                if n < BATCH:
+                    return
+        finally:
+            _reading = False
+
+    cdef int _one(self, int i) except -1:
+        cdef const uint8_t* data = _slots[i]
+        cdef Py_ssize_t length = _messages[i].msg_len
+        cdef int first = data[0] if length else 0
+        if 127 < first < 192:
+            if length > _max_datagram:
+                return 0  # too long for the SRTP library: nobody's media
+            if (
+                length > 1
+                and not (192 <= data[1] <= 208)
+                and self.lane.dtls._state is self.lane.connected
+            ):
+                self._rtp(data, length)
+                return 0
+        try:
+            self.other(PyBytes_FromStringAndSize(<const char*>data, length), self._address(i))
+        except Exception as exc:
+            self.report(exc)
+        return 0
+
+    cdef int _rtp(self, const uint8_t* data, Py_ssize_t length) except -1:
+        lane = self.lane
+        probe = lane.on_ingress
+        if probe is not None:
+            probe(True)
+        try:
+            try:
+                result = lane._receive(data, length)
+            except Exception as exc:
+                self.failed(exc)
+                return 0
+            if result is not None and result is not False:
+                self.plain(result)
+        finally:
+            if probe is not None:
+                probe(False)
+        return 0
+
+    cdef object _address(self, int i):
+        """The sender of datagram ``i`` as ``socket.recvfrom`` gives it."""
+        cdef sockaddr_storage* name = &_names[i]
+        cdef socklen_t size = _messages[i].msg_hdr.msg_namelen
+        cdef char host[INET6_ADDRSTRLEN]
+        cdef sockaddr_in* v4
+        cdef sockaddr_in6* v6
+        if size == self.last_name_len and memcmp(name, &self.last_name, size) == 0:
+            return self.last_address
+        if name.ss_family == AF_INET:
+            v4 = <sockaddr_in*>name
+            inet_ntop(AF_INET, &v4.sin_addr, host, INET6_ADDRSTRLEN)
+            address = (host.decode(), ntohs(v4.sin_port))
+        elif name.ss_family == AF_INET6:
+            v6 = <sockaddr_in6*>name
+            inet_ntop(AF_INET6, &v6.sin6_addr, host, INET6_ADDRSTRLEN)
+            address = (host.decode(), ntohs(v6.sin6_port), ntohl(v6.sin6_flowinfo),
+                       v6.sin6_scope_id)
+        else:
+            return None
+        memcpy(&self.last_name, name, size)
+        self.last_name_len = size
+        self.last_address = address
+        return address

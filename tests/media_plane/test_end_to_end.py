@@ -99,6 +99,10 @@ async def test_vp8_and_opus_are_decoded_at_the_far_end(
     # Most of it was forwarded by the compiled path (the first packets, RTCP and RTX
     # take the Python path).
     assert fast.native_packets >= stats.packets_in * 0.5
+    # The compiled path read the sockets itself (in place of asyncio's transport), and
+    # that carried the call's handshake too: STUN and DTLS went on to aioice from there.
+    assert fast.readers
+    assert sum(r.datagrams for r in fast.readers) >= stats.packets_in
     # The kernel's drop counts (for /metrics) are read for the peer's own sockets.
     assert fast.inodes
     assert fast.inodes <= _udp_socket_inodes()
@@ -130,6 +134,7 @@ async def test_the_python_path_alone_carries_a_call(vp8_clip: Clip, opus_clip: C
         fast = pub.gateway.fast_path
         assert fast is not None
         assert fast.lanes == []
+        assert fast.readers == []
         assert fast.native_packets == 0
         assert fast.packets >= room.forwarder.stats.packets_in * 0.9
     finally:

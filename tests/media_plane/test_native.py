@@ -8,6 +8,7 @@ abs-send-time, which is the clock's) and both forwarders must end in the same st
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import socket
 import time
@@ -34,6 +35,7 @@ from tests.media_plane.fakes import (
     published,
     subscribed,
 )
+from tests.media_plane.harness import wait_for
 
 LOOPBACK = "127.0.0.1"
 PROFILE = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
@@ -128,9 +130,14 @@ class Side:
 
 
 class Pair:
-    """The Python-only side and the lane's side, fed the same packets."""
+    """The Python-only side and the lane's side, fed the same packets.
 
-    def __init__(self) -> None:
+    With ``through_socket``, the lane's side gets each datagram as the gateway does:
+    through a UDP socket that a :class:`_native.Reader` reads; otherwise straight into
+    ``Lane.receive``.
+    """
+
+    def __init__(self, *, through_socket: bool = False) -> None:
         self.ext = extension_map(extensions())
         self.python = Side(RoomForwarder(room_id="rm_py"), published()[0])
         self.native = Side(RoomForwarder(room_id="rm_c"), published()[0])
@@ -150,6 +157,26 @@ class Pair:
         self.sent: list[bytes] = []
         self.handed_back = 0
         self.refused = 0
+        self.reader: Any = None
+        self._plain: list[bytes] = []
+        if through_socket:
+            inbound = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            inbound.bind((LOOPBACK, 0))
+            inbound.setblocking(False)
+            self._from = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._from.bind((LOOPBACK, 0))
+            self._to = inbound.getsockname()
+            self.sockets += [inbound, self._from]
+            self.reader = _aiortc._native.Reader(
+                inbound.fileno(),
+                SimpleNamespace(_closing=False),
+                self.lane,
+                _unexpected,
+                self._plain.append,
+                _unexpected,
+                _unexpected,
+                _unexpected,
+            )
 
     async def start(self) -> None:
         await self.python.forwarder.publish(self.python.source)
@@ -184,7 +211,19 @@ class Pair:
         return self.deliver_protected(protected, data)
 
     def deliver_protected(self, protected: bytes, data: bytes | None = None) -> str:
-        result = self.lane.receive(protected)
+        if self.reader is None:
+            result = self.lane.receive(protected)
+        else:
+            forwarded, handed_back = self.lane.forwarded, self.lane.handed_back
+            self._from.sendto(protected, self._to)
+            self.reader.ready()
+            if self.lane.forwarded > forwarded:
+                result = None
+            elif self.lane.handed_back > handed_back:
+                (result,) = self._plain
+                self._plain.clear()
+            else:
+                result = False
         if result is None:
             return "native"
         if result is False:
@@ -288,9 +327,13 @@ def video(
     return packet
 
 
-@pytest.fixture
-async def pair() -> AsyncIterator[Pair]:
-    pair = Pair()
+def _unexpected(*args: Any) -> None:
+    raise AssertionError(f"unexpected call with {args!r}")
+
+
+@pytest.fixture(params=["lane", "reader"])
+async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
+    pair = Pair(through_socket=request.param == "reader")
     await pair.start()
     await pair.add_subscriber("7")
     yield pair
@@ -412,3 +455,194 @@ async def test_a_leg_that_cannot_send_in_c_goes_back_to_python(pair: Pair) -> No
     sink._leg._nominated[1] = object()  # another pair was nominated
     assert pair.deliver(video(3, 1000)) == "python"
     pair.assert_same()
+
+
+# --- the compiled path's socket reader ------------------------------------------------------
+
+
+class Sorted:
+    """A Reader on a fresh socket whose DTLS transport is not connected yet, and what it
+    sorted where."""
+
+    def __init__(self, family: int = socket.AF_INET, host: str = LOOPBACK) -> None:
+        self.dtls = SimpleNamespace(_state="new", _rx_srtp=None)
+        self.lane = _aiortc._native.Lane(
+            self.dtls, CONNECTED, _aiortc.FastPath(256), time.monotonic, _aiortc._srtp_pointer,
+            getattr(extension_map(extensions()), _aiortc._HEADER_IDS),
+        )  # fmt: skip
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.setblocking(False)
+        self.sender = socket.socket(family, socket.SOCK_DGRAM)
+        self.sender.bind((host, 0))
+        self.transport = SimpleNamespace(_closing=False)
+        self.other: list[tuple[bytes, Any]] = []
+        self.plain: list[bytes] = []
+        self.errors: list[BaseException] = []
+        self.reported: list[BaseException] = []
+        self.reader = _aiortc._native.Reader(
+            self.sock.fileno(),
+            self.transport,
+            self.lane,
+            lambda data, addr: self.other.append((data, addr)),
+            self.plain.append,
+            _unexpected,
+            self.errors.append,
+            self.reported.append,
+        )
+
+    def send(self, *datagrams: bytes) -> None:
+        for data in datagrams:
+            self.sender.sendto(data, self.sock.getsockname())
+
+    def close(self) -> None:
+        self.sock.close()
+        self.sender.close()
+
+
+@pytest.fixture
+def sorted_() -> Iterator[Sorted]:
+    sorted_ = Sorted()
+    yield sorted_
+    sorted_.close()
+
+
+def test_the_reader_gives_stun_dtls_and_srtcp_to_aioice_as_recvfrom_would(
+    sorted_: Sorted,
+) -> None:
+    stun = b"\x00\x01\x00\x00" + bytes(16)
+    dtls = b"\x16\xfe\xfd" + bytes(40)
+    srtcp = b"\x81\xc9\x00\x07" + bytes(40)  # a receiver report (RFC 5761: 200)
+    empty = b""
+    # SRTP before DTLS is up goes to aioice too, as it does without the reader.
+    early_rtp = b"\x80\x60" + bytes(40)
+    sorted_.send(stun, dtls, srtcp, empty, early_rtp)
+    sorted_.reader.ready()
+    expected = sorted_.sender.getsockname()
+    assert sorted_.other == [(d, expected) for d in (stun, dtls, srtcp, empty, early_rtp)]
+    assert all(type(addr) is tuple for _, addr in sorted_.other)
+    assert sorted_.plain == []
+    assert (sorted_.reader.reads, sorted_.reader.datagrams) == (1, 5)
+
+
+def test_the_reader_gives_ipv6_addresses_as_recvfrom_would() -> None:
+    sorted_ = Sorted(socket.AF_INET6, "::1")
+    try:
+        sorted_.send(b"\x00\x01")
+        sorted_.reader.ready()
+        # (host, port, flowinfo, scope_id), as socket.recvfrom and getsockname give it.
+        assert sorted_.other == [(b"\x00\x01", sorted_.sender.getsockname())]
+        assert len(sorted_.other[0][1]) == 4
+    finally:
+        sorted_.close()
+
+
+def test_the_reader_drops_srtp_too_long_for_the_srtp_library(sorted_: Sorted) -> None:
+    sorted_.dtls._state = CONNECTED
+    sorted_.send(b"\x80\x60" + bytes(1600), b"\x81\xc9" + bytes(1600), b"\x00\x01" + bytes(3000))
+    sorted_.reader.ready()
+    # The two SRTP-looking ones went nowhere; the third is not SRTP, and aioice gets it.
+    assert sorted_.other == [(b"\x00\x01" + bytes(3000), sorted_.sender.getsockname())]
+    assert sorted_.plain == []
+    assert sorted_.lane.forwarded == sorted_.lane.handed_back == 0
+
+
+def test_the_reader_drains_a_burst_in_batches_and_then_lets_the_loop_go_on(
+    sorted_: Sorted,
+) -> None:
+    datagrams = [b"\x00" + bytes([n]) for n in range(70)]
+    sorted_.send(*datagrams)
+    sorted_.reader.ready()
+    # Four reads of 16, then the event loop's other sockets get their turn.
+    assert (sorted_.reader.reads, sorted_.reader.datagrams) == (4, 64)
+    sorted_.reader.ready()
+    assert (sorted_.reader.reads, sorted_.reader.datagrams) == (5, 70)
+    assert [d for d, _ in sorted_.other] == datagrams  # every one, in order
+    sorted_.reader.ready()  # nothing waiting: one empty read, nothing else
+    assert sorted_.reader.datagrams == 70
+    assert sorted_.errors == []
+
+
+def test_a_failing_handler_costs_its_datagram_only(sorted_: Sorted) -> None:
+    seen: list[bytes] = []
+
+    def other(data: bytes, addr: Any) -> None:
+        seen.append(data)
+        if data == b"\x00\x02":
+            raise RuntimeError("aioice failed")
+
+    reader = _aiortc._native.Reader(
+        sorted_.sock.fileno(), sorted_.transport, sorted_.lane, other,
+        _unexpected, _unexpected, _unexpected, sorted_.reported.append,
+    )  # fmt: skip
+    sorted_.send(b"\x00\x01", b"\x00\x02", b"\x00\x03")
+    reader.ready()
+    assert seen == [b"\x00\x01", b"\x00\x02", b"\x00\x03"]
+    assert [str(e) for e in sorted_.reported] == ["aioice failed"]
+
+
+def test_a_closing_transport_stops_the_reader_at_once(sorted_: Sorted) -> None:
+    def other(data: bytes, addr: Any) -> None:
+        sorted_.other.append((data, addr))
+        sorted_.transport._closing = True  # e.g. the datagram ended the session
+
+    reader = _aiortc._native.Reader(
+        sorted_.sock.fileno(), sorted_.transport, sorted_.lane, other,
+        _unexpected, _unexpected, _unexpected, _unexpected,
+    )  # fmt: skip
+    sorted_.send(b"\x00\x01", b"\x00\x02")
+    reader.ready()
+    reader.ready()
+    assert [d for d, _ in sorted_.other] == [b"\x00\x01"]
+
+
+def test_a_socket_error_goes_to_the_protocol_as_asyncio_reports_it(sorted_: Sorted) -> None:
+    # A connected UDP socket learns of the ICMP "port unreachable" on its next read.
+    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    closed.bind((LOOPBACK, 0))
+    nobody = closed.getsockname()
+    closed.close()
+    sorted_.sock.connect(nobody)
+    sorted_.sock.send(b"anyone?")
+    sorted_.reader.ready()
+    assert [type(e) for e in sorted_.errors] == [ConnectionRefusedError]
+    assert sorted_.other == []
+
+
+async def test_the_fast_path_reads_with_the_reader_and_closing_removes_it() -> None:
+    loop = asyncio.get_running_loop()
+    got: list[tuple[bytes, Any]] = []
+
+    class Protocol(asyncio.DatagramProtocol):
+        transport: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            got.append((data, addr))
+
+    transport, protocol = await loop.create_datagram_endpoint(Protocol, local_addr=(LOOPBACK, 0))
+    sorted_ = Sorted()
+    try:
+        fast = _aiortc.FastPath(256)
+        assert _aiortc._read_natively(
+            protocol,
+            sorted_.lane,
+            protocol.datagram_received,
+            _unexpected,
+            fast,  # type: ignore[arg-type]
+        )
+        (reader,) = fast.readers
+        sorted_.sender.sendto(b"\x00\x01", transport.get_extra_info("sockname"))
+        assert await wait_for(lambda: len(got) == 1, timeout=2)
+        assert reader.datagrams == 1  # the reader read it, not asyncio's transport
+        assert got == [(b"\x00\x01", sorted_.sender.getsockname())]
+        fd = transport.get_extra_info("socket").fileno()
+        transport.close()
+        await asyncio.sleep(0)
+        with pytest.raises(KeyError):
+            loop._selector.get_key(fd)  # type: ignore[attr-defined]
+    finally:
+        transport.close()
+        sorted_.close()
