@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiortc import RTCRtpSender
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
@@ -41,9 +41,13 @@ class VideoCodec(enum.StrEnum):
     H264 = "H264"
 
 
-@dataclass(frozen=True, slots=True)
-class CodecFormat:
-    """What a stream's payload is, independent of the payload type a leg gave it."""
+class CodecFormat(NamedTuple):
+    """What a stream's payload is, independent of the payload type a leg gave it.
+
+    A named tuple, not a dataclass: forwarding looks a format up in a dict for every
+    copy of every packet, and a tuple hashes and compares in C where a frozen
+    dataclass runs its generated ``__hash__`` and ``__eq__`` in Python.
+    """
 
     mime_type: str
     clock_rate: int
