@@ -119,7 +119,11 @@ class Gateway:
         delta = {key: end[key] - start[key] for key in end}
         delta["cpu"] = delta["user"] + delta["system"]
         delta["latency"] = _percentiles(self.probe.samples_ns)
-        delta["event_loop"] = type(asyncio.get_running_loop()).__module__
+        loop = asyncio.get_running_loop()
+        delta["event_loop"] = type(loop).__module__
+        delta["poll_interval_us"] = round(
+            getattr(getattr(loop, "_selector", None), "interval", 0) * 1e6
+        )
         self.probe.samples_ns.clear()
         return delta
 

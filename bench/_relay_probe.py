@@ -7,20 +7,24 @@ gateway peer connection, below DTLS and SRTP:
 
 * ``StunProtocol.datagram_received``: the event loop has just read a datagram out of
   the socket. For RTP, the probe notes the time as the *ingress* of what the call does.
-  Where the compiled path reads the socket itself (``_native.Reader``, a batch per
-  wake-up), it calls :meth:`LatencyProbe.ingress` for each RTP datagram instead.
+* Where the compiled path reads the socket itself (``_native.Reader``, a batch per
+  wake-up), ``datagram_received`` sees no RTP; the reader calls
+  :meth:`LatencyProbe.ingress` for each RTP datagram instead, with the time the kernel
+  received it (``SO_TIMESTAMPNS``, turned on for the probed sockets only).
 * ``StunProtocol.transport.sendto``: a datagram goes to the socket (or to the TURN
   client). For RTP sent while an ingress is noted, ``now - ingress`` is one sample:
   SRTP unprotect, parsing, forwarding, rewriting, SRTP protect and ``sendto``. A copy
   the compiled path sends (``gateway/media/_native.pyx``) goes to the socket directly;
   its lane calls :meth:`LatencyProbe.egress` right after, which samples the same way.
 
-Time spent waiting in the event loop before the callback, behind earlier datagrams of
-the reader's batch, or in the kernel's socket buffer before that, is not covered
-(under the old asyncio.Queue path the probe counted the queue's wait; there is no queue
-left on the path to count). Wrappers go on instances only, after the answer and before
-the connection carries data. Benchmark code, pinned to aiortc 1.16 and aioice 0.13 like
-:mod:`gateway.media._aiortc`.
+So with the reader (the compiled path on asyncio, the gateway's default) a sample
+covers everything from the kernel's receipt of a datagram to its copy's ``sendto``: the
+wait in the socket buffer, the poll interval (``gateway/media/event_loop.py``) and the
+wait behind earlier datagrams of a batch included. Without it (``--python-path``,
+``--uvloop``) a sample starts when the event loop hands the datagram over, and those
+waits are not covered. Both clocks are ``CLOCK_REALTIME`` (``time.time_ns``). Wrappers
+go on instances only, after the answer and before the connection carries data.
+Benchmark code, pinned to aiortc 1.16 and aioice 0.13 like :mod:`gateway.media._aiortc`.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ class _TimedTransport:
         probe = self._probe
         ingress = probe.ingress_ns
         if ingress is not None and probe.recording and _is_rtp(data):
-            probe.samples_ns.append(time.perf_counter_ns() - ingress)
+            probe.samples_ns.append(time.time_ns() - ingress)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -82,7 +86,7 @@ class LatencyProbe:
 
     def _wrap(self, protocol: Any) -> None:
         inner: Callable[[bytes, Any], None] = protocol.datagram_received
-        clock = time.perf_counter_ns
+        clock = time.time_ns
 
         def timed_datagram_received(data: bytes, addr: Any) -> None:
             if not _is_rtp(data):
@@ -97,15 +101,15 @@ class LatencyProbe:
         protocol.datagram_received = timed_datagram_received
         protocol.transport = _TimedTransport(protocol.transport, self)
 
-    def ingress(self, arriving: bool) -> None:
+    def ingress(self, arrival_ns: int | None) -> None:
         """The compiled path's socket reader (which reads in place of the transport, so
-        ``datagram_received`` above sees no RTP) is handing on an RTP datagram, or is
-        done with it."""
-        self.ingress_ns = time.perf_counter_ns() if arriving else None
+        ``datagram_received`` above sees no RTP) is handing on an RTP datagram that the
+        kernel received at ``arrival_ns``, or (None) is done with it."""
+        self.ingress_ns = None if arrival_ns is None else arrival_ns or time.time_ns()
 
     def egress(self) -> None:
         """A copy the compiled path sent itself, bypassing the transport (it sends only
         RTP, and only inside a probed arrival)."""
         ingress = self.ingress_ns
         if ingress is not None and self.recording:
-            self.samples_ns.append(time.perf_counter_ns() - ingress)
+            self.samples_ns.append(time.time_ns() - ingress)

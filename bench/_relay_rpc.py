@@ -17,6 +17,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
+from gateway.media.event_loop import loop_factory
+
 __all__ = ["Served", "Worker", "call_all"]
 
 _STOP = "stop"
@@ -83,13 +85,16 @@ def _main(
     kwargs: dict[str, Any],
     time_limit: float,
     use_uvloop: bool,
+    poll_interval_us: int,
 ) -> None:
     if use_uvloop:
         import uvloop
 
         uvloop.run(_run(conn, factory, kwargs, time_limit))
-    else:
-        asyncio.run(_run(conn, factory, kwargs, time_limit))
+        return
+    # The gateway's own event loop (``quietroom serve`` makes the same).
+    with asyncio.Runner(loop_factory=loop_factory(poll_interval_us)) as runner:
+        runner.run(_run(conn, factory, kwargs, time_limit))
 
 
 class Worker:
@@ -103,13 +108,16 @@ class Worker:
         name: str,
         time_limit: float,
         use_uvloop: bool = False,
+        poll_interval_us: int = 0,
     ) -> None:
+        """``poll_interval_us``: the event loop's (``gateway.media.event_loop``; not
+        with uvloop)."""
         context = multiprocessing.get_context("spawn")
         self.name = name
         self._conn, child = context.Pipe()
         self._process = context.Process(
             target=_main,
-            args=(child, factory, kwargs, time_limit, use_uvloop),
+            args=(child, factory, kwargs, time_limit, use_uvloop, poll_interval_us),
             name=name,
             daemon=True,
         )

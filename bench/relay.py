@@ -10,11 +10,13 @@ Clients live in separate load processes and never decode what they receive.
 
 Over a steady-state window after a warm-up it reports the gateway process's CPU time
 (user + system, all threads) per forwarded packet, the sessions one core could carry at
-that cost, the time a packet spends inside the gateway (from the event loop reading its
-datagram to the rewritten copy handed to the socket), p50 and p99, and loss (RTP
-sequence numbers the subscribers expected against packets they received).
-``--uvloop`` forwards once more on uvloop; ``--python-path`` once more with the compiled
-path off (every packet on Python, as on a gateway built without a C compiler);
+that cost, the time a packet spends inside the gateway (from the kernel's receipt of
+its datagram to the rewritten copy handed to the socket; see bench/_relay_probe.py),
+p50 and p99, and loss (RTP sequence numbers the subscribers expected against packets
+they received). The gateway runs on its own event loop, with the default poll interval
+(``--poll-interval-us``). ``--no-poll-interval`` forwards once more with a poll each
+time asyncio asks; ``--uvloop`` once more on uvloop; ``--python-path`` once more with the
+compiled path off (every packet on Python, as on a gateway built without a C compiler);
 ``--janus`` runs the same sessions through Janus's VideoRoom (Debian's janus package)
 for comparison.
 
@@ -54,6 +56,7 @@ from bench._relay_janus import JanusClients, JanusServer, janus_available
 from bench._relay_load import LoadPeers
 from bench._relay_media import FPS, HEIGHT, VIDEO_BITRATE, WIDTH, cached_clips
 from bench._relay_rpc import Worker, call_all
+from gateway.settings import Settings
 from tests.media_plane.media import Clip
 
 #: Set in the environment of the copy of this benchmark that runs under ``unshare``.
@@ -196,6 +199,7 @@ def run_phase(
     loads: list[Worker],
     args: argparse.Namespace,
     use_uvloop: bool = False,
+    poll_interval_us: int = 0,
 ) -> dict[str, Any]:
     """Connect ``sessions`` through a fresh gateway process, warm up, measure a window."""
     connect_timeout = _CONNECT_TIMEOUT + _CONNECT_PER_SESSION * sessions
@@ -205,6 +209,7 @@ def run_phase(
         name=f"gateway ({label})",
         time_limit=connect_timeout + args.warmup + args.seconds + _DRAIN + 60,
         use_uvloop=use_uvloop,
+        poll_interval_us=poll_interval_us,
     )
     _say(f"{label}: gateway process {gateway.pid}, {sessions} sessions")
     try:
@@ -320,6 +325,7 @@ def _phase_result(
     result: dict[str, Any] = {
         "gateway": label,
         "event_loop": window["event_loop"],
+        "poll_interval_us": window.get("poll_interval_us", 0),
         "sessions": sessions,
         "window_seconds": round(seconds, 2),
         "gateway_cpu_seconds": round(cpu, 3),
@@ -359,18 +365,27 @@ def _phase_result(
 def run(args: argparse.Namespace) -> dict[str, Any]:
     video, audio = cached_clips()
     clips = {"video": video, "audio": audio}
-    phases: list[tuple[str, type[Gateway], int, bool]] = [
-        ("forwarder", ForwardingGateway, args.sessions, False)
+    interval = args.poll_interval_us
+    # label, gateway, sessions, uvloop, poll interval
+    phases: list[tuple[str, type[Gateway], int, bool, int]] = [
+        ("forwarder", ForwardingGateway, args.sessions, False, interval)
     ]
     if args.uvloop:
-        phases.append(("forwarder", ForwardingGateway, args.sessions, True))
+        phases.append(("forwarder", ForwardingGateway, args.sessions, True, 0))
+    if args.no_poll_interval:
+        phases.append(("forwarder", ForwardingGateway, args.sessions, False, 0))
     if args.python_path:
-        phases.append(("Python path", PythonForwardingGateway, args.sessions, False))
+        phases.append(("Python path", PythonForwardingGateway, args.sessions, False, interval))
     if args.baseline_sessions:
-        phases.append(("MediaRelay", MediaRelayGateway, args.baseline_sessions, False))
+        phases.append(("MediaRelay", MediaRelayGateway, args.baseline_sessions, False, interval))
     budget = sum(
-        _CONNECT_TIMEOUT + _CONNECT_PER_SESSION * n + args.warmup + args.seconds + _DRAIN + 60
-        for _label, _factory, n, _uvloop in phases
+        _CONNECT_TIMEOUT
+        + _CONNECT_PER_SESSION * phase[2]
+        + args.warmup
+        + args.seconds
+        + _DRAIN
+        + 60
+        for phase in phases
     )
     loads = [
         Worker(LoadPeers, clips, name=f"load {k}", time_limit=budget)
@@ -378,8 +393,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     try:
         results = [
-            run_phase(label, factory, sessions=n, loads=loads, args=args, use_uvloop=uvloop)
-            for label, factory, n, uvloop in phases
+            run_phase(
+                label,
+                factory,
+                sessions=n,
+                loads=loads,
+                args=args,
+                use_uvloop=uvloop,
+                poll_interval_us=poll,
+            )
+            for label, factory, n, uvloop, poll in phases
         ]
     finally:
         for load in loads:
@@ -404,8 +427,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _label(phase: dict[str, Any]) -> str:
-    loop = " (uvloop)" if phase["event_loop"].startswith("uvloop") else ""
-    return f"{phase['gateway']}{loop}"
+    if phase["event_loop"].startswith("uvloop"):
+        return f"{phase['gateway']} (uvloop)"
+    if phase["gateway"] == "forwarder" and not phase.get("poll_interval_us", 0):
+        return "forwarder (no poll interval)"
+    return str(phase["gateway"])
 
 
 def _ratios(results: list[dict[str, Any]]) -> dict[str, float]:
@@ -413,7 +439,7 @@ def _ratios(results: list[dict[str, Any]]) -> dict[str, float]:
     forwarder = results[0]
     ratios = {}
     for phase in results[1:]:
-        name = _label(phase).lower().replace(" (", "_").replace(")", "")
+        name = _label(phase).lower().replace(" (", "_").replace(")", "").replace(" ", "_")
         ratios[f"{name}_vs_forwarder_cpu_per_session"] = round(
             forwarder["sessions_per_core"] / phase["sessions_per_core"], 2
         )
@@ -496,6 +522,17 @@ def main() -> None:
     parser.add_argument("--load-processes", type=int, default=2, help="client processes")
     parser.add_argument(
         "--uvloop", action="store_true", help="also forward with uvloop (pip install uvloop)"
+    )
+    parser.add_argument(
+        "--poll-interval-us",
+        type=int,
+        default=Settings.__dataclass_fields__["media_poll_interval_us"].default,
+        help="the gateway event loop's poll interval (QUIETROOM_MEDIA_POLL_INTERVAL_US)",
+    )
+    parser.add_argument(
+        "--no-poll-interval",
+        action="store_true",
+        help="also forward with the poll interval at 0 (a poll each time asyncio asks)",
     )
     parser.add_argument(
         "--python-path",

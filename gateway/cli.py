@@ -29,6 +29,7 @@ from gateway.errors import (
     StoreError,
     StoreUnavailable,
 )
+from gateway.media.event_loop import loop_factory
 from gateway.services import Services
 from gateway.settings import Settings, new_data_key, new_recording_key, new_secret_key
 from gateway.web import SERVICES, create_app, open_store
@@ -486,8 +487,11 @@ def _demo(args: argparse.Namespace) -> int:
             "public_url": f"http://{shown}:{port}",
         },
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run_demo(settings, sock))
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        asyncio.Runner(loop_factory=loop_factory(settings.media_poll_interval_us)) as runner,
+    ):
+        runner.run(_run_demo(settings, sock))
     return 0
 
 

@@ -125,6 +125,10 @@ class Settings:
     #: Forward RTP in compiled code while a call is in its steady state
     #: (gateway/media/_native.pyx, if it was built); off: every packet on Python.
     media_native: bool = True
+    #: A busy event loop polls its sockets at most once per this many microseconds, so
+    #: that one wake-up reads many datagrams (gateway/media/event_loop.py): a packet
+    #: waits at most this much longer. 0: poll as soon as asked.
+    media_poll_interval_us: int = 2000
     #: Log lines as ``text`` (one line, for people) or ``json`` (one object a line).
     log_format: str = "text"
     #: The gateway's log level: DEBUG, INFO, WARNING or ERROR.
@@ -259,6 +263,7 @@ _FIELDS: dict[str, _Parser] = {
     "media_denied_ranges": _text_list,
     "media_max_sessions": _integer,
     "media_native": _flag,
+    "media_poll_interval_us": _integer,
     "log_format": _text,
     "log_level": _text,
     "metrics_token": _text,
@@ -393,6 +398,7 @@ def _check(values: Mapping[str, Any]) -> list[str]:
         ("host_away_grace", 0, 600),
         ("turn_ttl", 300, 86400),
         ("media_max_sessions", 0, 100_000),
+        ("media_poll_interval_us", 0, 50_000),
         ("shutdown_drain", 0, 60),
         ("audit_retention_days", 0, 36500),
         ("recording_retention_days", 0, 36500),

@@ -1019,19 +1019,23 @@ def drop_outgoing(pc: RTCPeerConnection, should_drop: Callable[[bytes], bool]) -
 def probe_native(
     pc: RTCPeerConnection,
     *,
-    ingress: Callable[[bool], None] | None,
-    egress: Callable[[], None] | None,
+    ingress: Callable[[int | None], None],
+    egress: Callable[[], None],
 ) -> int:
-    """Benchmarks: ``ingress(True)`` before the compiled path's socket reader hands on
-    an RTP datagram of ``pc``, ``ingress(False)`` once done with it, and ``egress()``
-    after each copy the compiled path sends (the Python path's copies go through the
-    pair's transport, where a probe sees them). Call after :func:`enable_fast_path`;
-    returns how many lanes took them."""
+    """Benchmarks: ``ingress(arrival_ns)`` before the compiled path's socket reader
+    hands on an RTP datagram of ``pc`` (when the kernel received it, ``time.time_ns()``'s
+    clock; the readers are told to ask the kernel for it), ``ingress(None)`` once done
+    with it, and ``egress()`` after each copy the compiled path sends (the Python path's
+    copies go through the pair's transport, where a probe sees them). Call after
+    :func:`enable_fast_path`; returns how many lanes took them."""
     count = 0
-    for dtls in _dtls_by_ice(pc).values():
+    for ice, dtls in _dtls_by_ice(pc).items():
         lane = getattr(dtls, _LANE, None)
         if lane is not None:
             lane.on_ingress = ingress
             lane.on_egress = egress
             count += 1
+        fast: FastPath | None = getattr(ice._connection, _FAST, None)
+        for reader in fast.readers if fast is not None else ():
+            reader.stamp()
     return count

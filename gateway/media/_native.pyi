@@ -18,7 +18,7 @@ class Route:
 
 class Lane:
     routes: dict[int, Route]
-    on_ingress: Callable[[bool], None] | None
+    on_ingress: Callable[[int | None], None] | None
     on_egress: Callable[[], None] | None
     forwarded: int
     handed_back: int
@@ -48,4 +48,5 @@ class Reader:
         error_received: Callable[[Exception], None],
         report: Callable[[BaseException], None],
     ) -> None: ...
+    def stamp(self) -> None: ...
     def ready(self) -> None: ...

@@ -58,6 +58,17 @@ cdef extern from "<sys/socket.h>" nogil:
     cdef struct mmsghdr:
         msghdr msg_hdr
         unsigned int msg_len
+    cdef struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+    cmsghdr* CMSG_FIRSTHDR(msghdr* message)
+    cmsghdr* CMSG_NXTHDR(msghdr* message, cmsghdr* header)
+    unsigned char* CMSG_DATA(cmsghdr* header)
+    int setsockopt(int fd, int level, int name, const void* value, socklen_t size)
+    enum: SOL_SOCKET
+    enum: SO_TIMESTAMPNS
+    enum: SCM_TIMESTAMPNS
     ssize_t sendto(int fd, const void* buf, size_t n, int flags, const sockaddr* addr,
                    socklen_t addrlen)
     int recvmmsg(int fd, mmsghdr* messages, unsigned int count, int flags, timespec* timeout)
@@ -195,9 +206,10 @@ cdef class Lane:
     cdef readonly dict routes
     # incoming header extension ids (0: not negotiated)
     cdef int mid_id, rid_id, rrid_id, abs_id, toffset_id, level_id, tsn_id
-    #: A benchmark's latency probe: ``on_ingress(True)`` before a :class:`Reader` hands
-    #: an RTP datagram on, ``on_ingress(False)`` once it is done with it, and
-    #: ``on_egress()`` after each copy sent here.
+    #: A benchmark's latency probe: ``on_ingress(arrival_ns)`` before a :class:`Reader`
+    #: hands an RTP datagram on (when the kernel received it, ``CLOCK_REALTIME``
+    #: nanoseconds, if :meth:`Reader.stamp` asked for it; else 0), ``on_ingress(None)``
+    #: once it is done with it, and ``on_egress()`` after each copy sent here.
     cdef public object on_ingress
     cdef public object on_egress
     #: Packets forwarded here, and packets handed back to the Python path.
@@ -601,12 +613,15 @@ DEF BATCH = 16
 DEF ROUNDS = 4
 #: A UDP datagram's longest payload, so that nothing is ever cut short.
 DEF SLOT = 65536
+#: Room for the control messages a stamped reader asks for (one timestamp).
+DEF CONTROL = 64
 
 # One set of buffers for every Reader: they run one at a time, on the event loop's thread.
 cdef uint8_t _slots[BATCH][SLOT]
 cdef sockaddr_storage _names[BATCH]
 cdef iovec _vectors[BATCH]
 cdef mmsghdr _messages[BATCH]
+cdef uint8_t _controls[BATCH][CONTROL]
 cdef bint _reading = False
 
 
@@ -634,6 +649,8 @@ cdef class Reader:
     cdef sockaddr_storage last_name
     cdef socklen_t last_name_len
     cdef object last_address
+    # whether the kernel stamps each datagram's arrival (a benchmark's probe asked)
+    cdef bint stamped
     #: ``recvmmsg`` calls that returned datagrams, and the datagrams they returned.
     cdef readonly uint64_t reads
     cdef readonly uint64_t datagrams
@@ -653,8 +670,18 @@ cdef class Reader:
         self.report = report
         self.last_name_len = 0
         self.last_address = None
+        self.stamped = False
         self.reads = 0
         self.datagrams = 0
+
+    def stamp(self):
+        """Have the kernel note when each datagram arrives (``SO_TIMESTAMPNS``), for
+        ``Lane.on_ingress``: a benchmark's latency probe then counts the time a datagram
+        waited in the socket and for the event loop, not just the time spent on it."""
+        cdef int on = 1
+        if setsockopt(self.fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) != 0:
+            raise OSError(errno, strerror(errno).decode())
+        self.stamped = True
 
     def ready(self):
         """The event loop's callback: the socket has datagrams to read."""
@@ -672,8 +699,12 @@ cdef class Reader:
                     _messages[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
                     _messages[i].msg_hdr.msg_iov = &_vectors[i]
                     _messages[i].msg_hdr.msg_iovlen = 1
-                    _messages[i].msg_hdr.msg_control = NULL
-                    _messages[i].msg_hdr.msg_controllen = 0
+                    if self.stamped:
+                        _messages[i].msg_hdr.msg_control = _controls[i]
+                        _messages[i].msg_hdr.msg_controllen = CONTROL
+                    else:
+                        _messages[i].msg_hdr.msg_control = NULL
+                        _messages[i].msg_hdr.msg_controllen = 0
                     _messages[i].msg_hdr.msg_flags = 0
                     _vectors[i].iov_base = _slots[i]
                     _vectors[i].iov_len = SLOT
@@ -708,7 +739,7 @@ cdef class Reader:
                 and not (192 <= data[1] <= 208)
                 and self.lane.dtls._state is self.lane.connected
             ):
-                self._rtp(data, length)
+                self._rtp(data, length, self._arrival(i) if self.stamped else 0)
                 return 0
         try:
             self.other(PyBytes_FromStringAndSize(<const char*>data, length), self._address(i))
@@ -716,11 +747,23 @@ cdef class Reader:
             self.report(exc)
         return 0
 
-    cdef int _rtp(self, const uint8_t* data, Py_ssize_t length) except -1:
+    cdef int64_t _arrival(self, int i) noexcept:
+        """When the kernel received datagram ``i`` (``CLOCK_REALTIME`` ns; 0: unknown)."""
+        cdef msghdr* message = &_messages[i].msg_hdr
+        cdef cmsghdr* header = CMSG_FIRSTHDR(message)
+        cdef timespec stamp
+        while header != NULL:
+            if header.cmsg_level == SOL_SOCKET and header.cmsg_type == SCM_TIMESTAMPNS:
+                memcpy(&stamp, CMSG_DATA(header), sizeof(timespec))
+                return <int64_t>stamp.tv_sec * 1000000000 + stamp.tv_nsec
+            header = CMSG_NXTHDR(message, header)
+        return 0
+
+    cdef int _rtp(self, const uint8_t* data, Py_ssize_t length, int64_t arrival) except -1:
         lane = self.lane
         probe = lane.on_ingress
         if probe is not None:
-            probe(True)
+            probe(arrival)
         try:
             try:
                 result = lane._receive(data, length)
@@ -731,7 +774,7 @@ cdef class Reader:
                 self.plain(result)
         finally:
             if probe is not None:
-                probe(False)
+                probe(None)
         return 0
 
     cdef object _address(self, int i):

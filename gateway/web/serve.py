@@ -17,6 +17,7 @@ import signal
 
 from aiohttp import web
 
+from gateway.media.event_loop import loop_factory
 from gateway.settings import Settings
 from gateway.web.access_log import RedactingAccessLogger
 from gateway.web.app import create_app
@@ -34,7 +35,8 @@ SHUTDOWN_TIMEOUT = 15.0
 
 def serve(settings: Settings) -> int:
     """Run until told to stop; the exit status."""
-    return asyncio.run(_serve(settings))
+    with asyncio.Runner(loop_factory=loop_factory(settings.media_poll_interval_us)) as runner:
+        return runner.run(_serve(settings))
 
 
 async def _serve(settings: Settings) -> int:

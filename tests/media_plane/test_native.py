@@ -646,3 +646,25 @@ async def test_the_fast_path_reads_with_the_reader_and_closing_removes_it() -> N
     finally:
         transport.close()
         sorted_.close()
+
+
+async def test_a_probed_reader_reports_when_the_kernel_received_each_datagram() -> None:
+    pair = Pair(through_socket=True)
+    try:
+        await pair.start()
+        await pair.add_subscriber("7")
+        seen: list[int | None] = []
+        pair.lane.on_ingress = seen.append
+        pair.deliver(video(1, 1000, VP8_KEYFRAME_START))
+        assert seen == [0, None]  # not stamped: the probe takes its own time
+        seen.clear()
+        pair.reader.stamp()
+        before = time.time_ns()
+        assert pair.deliver(video(2, 1000)) == "native"
+        arrival, done = seen
+        assert done is None
+        assert isinstance(arrival, int)
+        assert before <= arrival <= time.time_ns()
+    finally:
+        for sock in pair.sockets:
+            sock.close()
