@@ -268,6 +268,9 @@ class RecordingService:
                 await self._seal_local(session.appointment_id, StopReason.CONSENT_WITHDRAWN)
                 raise
         seat = await self._acting_seat(session)
+        # Consent is given by a proven identity (a withdrawal above is taken from anyone
+        # holding the session: it can only stop a recording).
+        await self._waiting_room.check_identity_proven(seat, session)
         appointment_id = seat.appointment.id
         participant_id = seat.participant.id
         if version != self._consent_text.version:

@@ -152,6 +152,11 @@ class WaitingRoomService:
     async def identity_needed(self, seat: Seat) -> bool:
         return seat.participant.role is Role.HOST or seat.room.policy.client_totp_required
 
+    async def check_identity_proven(self, seat: Seat, session: BrowserSession) -> None:
+        """NotAllowed unless this session proved the identity the room asks for."""
+        if await self.identity_needed(seat) and not session.verified:
+            raise NotAllowed("prove your identity first")
+
     async def record_verified(self, session_hash: str, seat: Seat) -> None:
         """After a correct TOTP code: the browser session and the participant are verified."""
         now = self._clock.now()
@@ -190,8 +195,11 @@ class WaitingRoomService:
     async def accept_telehealth_consent(
         self, session: BrowserSession, *, text_version: object
     ) -> ConsentRecord:
-        """Record the client's informed consent to the version of the text the room asks."""
+        """Record the client's informed consent to the version of the text the room asks.
+        Where the room asks for a sign-in code, only after it was given in this session:
+        consent is recorded for a proven identity, not for whoever holds the link."""
         seat = await self._acting_seat_of(session)
+        await self.check_identity_proven(seat, session)
         required = seat.room.policy.telehealth_consent_version
         if required is None:
             raise NotAllowed("this room asks no informed consent")
@@ -223,8 +231,7 @@ class WaitingRoomService:
         if seat.participant.role is not Role.CLIENT:
             raise NotAllowed("only clients wait")
         rules.check_knock(_status(seat.room))
-        if await self.identity_needed(seat) and not session.verified:
-            raise NotAllowed("prove your identity first")
+        await self.check_identity_proven(seat, session)
         required = seat.room.policy.telehealth_consent_version
         if required is not None:
             records = await self._store.list_consents(seat.appointment.id)

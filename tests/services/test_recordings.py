@@ -381,6 +381,21 @@ async def test_a_removed_client_gives_no_consent(
         await services.recordings.set_consent(client, version=VERSION, given=True)
 
 
+async def test_recording_consent_needs_the_sign_in_code_a_withdrawal_does_not(
+    services: Services, recorder: FakeRecorder
+) -> None:
+    seeded = await seed(services, policy=ALLOWED)
+    _host, client = await in_session(services, seeded)
+    # The same participant, from a session that has not given the room's sign-in code.
+    unproven = replace(client, verified=False)
+    with pytest.raises(NotAllowed, match="prove your identity"):
+        await services.recordings.set_consent(unproven, version=VERSION, given=True)
+    assert await services.store.list_consents(seeded.appointment.id) == []
+    await services.recordings.set_consent(client, version=VERSION, given=True)
+    state = await services.recordings.set_consent(unproven, version=VERSION, given=False)
+    assert not state.given
+
+
 # --- start and stop ------------------------------------------------------------------------------
 
 

@@ -96,6 +96,26 @@ async def test_telehealth_consent_is_required_when_the_room_asks(services: Servi
     assert (await services.waiting_room.get_in_line(client)).state is ParticipantState.WAITING
 
 
+async def test_telehealth_consent_is_taken_only_after_the_sign_in_code(
+    services: Services,
+) -> None:
+    seeded = await seed(services, policy=RoomPolicy(telehealth_consent_version="2026-01"))
+    client = await client_session(services, seeded, verified=False)
+    with pytest.raises(NotAllowed, match="prove your identity"):
+        await services.waiting_room.accept_telehealth_consent(client, text_version="2026-01")
+    assert await services.store.list_consents(seeded.appointment.id) == []
+    # Where the room asks no code, the link's holder is the one the room expects.
+    open_room = await seed(
+        services,
+        policy=RoomPolicy(client_totp_required=False, telehealth_consent_version="2026-01"),
+    )
+    unverified = await client_session(services, open_room, verified=False)
+    record = await services.waiting_room.accept_telehealth_consent(
+        unverified, text_version="2026-01"
+    )
+    assert record.participant_id == open_room.client.id
+
+
 async def test_a_locked_room_takes_no_new_knocks(services: Services) -> None:
     seeded = await seed(services)
     host = await host_session(services, seeded)
