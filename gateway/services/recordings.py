@@ -327,8 +327,14 @@ class RecordingService:
 
     async def ask(self, host: BrowserSession) -> list[str]:
         """Who in the session lacks a recording consent now (ids, host first); the
-        caller shows them the consent text."""
+        caller shows them the consent text. NotAllowed where :meth:`start` would refuse
+        anyway (the room does not allow recording, or the gateway cannot record): nobody
+        is asked about a recording that cannot happen."""
         seat = await self._host_seat(host)
+        if not seat.room.policy.recording_allowed:
+            raise NotAllowed("this room does not allow recording")
+        if self._backend is None:
+            raise NotAllowed("recording is not set up on this gateway")
         lacking = await self._lacking(seat.appointment.id)
         await self._audit.record(
             "recording.consent_asked",

@@ -166,6 +166,8 @@ async def test_a_room_that_does_not_allow_recording_refuses(
     seeded = await seed(services)
     host, client = await in_session(services, seeded)
     await everyone_agrees(services, host, client)
+    with pytest.raises(NotAllowed, match="does not allow"):
+        await services.recordings.ask(host)  # nobody is asked about it either
     with pytest.raises(NotAllowed):
         await services.recordings.start(host)
     assert recorder.calls == []
@@ -182,6 +184,8 @@ async def test_without_a_recorder_recording_is_refused(services: Services) -> No
     host, client = await in_session(services, seeded)
     await everyone_agrees(services, host, client)
     assert not services.recordings.available
+    with pytest.raises(NotAllowed, match="not set up"):
+        await services.recordings.ask(host)
     with pytest.raises(NotAllowed):
         await services.recordings.start(host)
     assert (
