@@ -288,9 +288,33 @@ class SessionRecorder:
     # --- the tap ------------------------------------------------------------------------------
 
     def tap(self, source: PublishedTrack, fmt: CodecFormat, packet: RtpPacket) -> bool:
-        """Take one forwarded packet; True asks its publisher for a keyframe."""
+        """Take one forwarded packet; True asks its publisher for a keyframe.
+
+        What the publisher sends decides what is written, and a packet this cannot take
+        (a keyframe claiming more than 8192 pixels a side, say) fails the recording:
+        nothing is kept, and the recording service stops it as failed, so the host
+        hears of it. It never raises into the forwarder, which would drop the tap and
+        leave the recording running without media."""
         if self._halted:
             return False
+        try:
+            return self._take(source, fmt, packet)
+        except Exception as exc:  # noqa: BLE001 (logged by _fail, and the recording fails)
+            self._fail(exc)
+            return False
+
+    def _fail(self, exc: BaseException) -> None:
+        self.failure = exc
+        self._halted = True
+        log.error(
+            "%s: a forwarded packet could not be recorded (%s); the recording fails",
+            self,
+            type(exc).__name__,
+            extra={"appointment_id": self.session_id},
+        )
+        self._wake.set()  # the worker drops what it wrote
+
+    def _take(self, source: PublishedTrack, fmt: CodecFormat, packet: RtpPacket) -> bool:
         now = self._monotonic()
         if source.kind is MediaKind.AUDIO:
             index = self._audio_index.get(source.participant_id)
@@ -442,6 +466,9 @@ class SessionRecorder:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
+                if self.failure is not None:  # the tap failed: nothing is kept
+                    await asyncio.to_thread(self._abort_files)
+                    return None
                 if self._queue and self._layout is not None:
                     batch = list(self._queue)
                     self._queue.clear()

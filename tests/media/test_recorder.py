@@ -498,3 +498,27 @@ def test_opus_time_base_is_the_rtp_clock() -> None:
     assert Fraction(1, 48000) == Fraction(
         1, fmt_of(published(CLIENT, kind=MediaKind.AUDIO, codecs=opus())[0]).clock_rate
     )
+
+
+async def test_a_keyframe_it_cannot_record_fails_the_recording_and_keeps_nothing(
+    tmp_path: Path, keyring: RecordingKeyring, vp8_frames: list[Encoded]
+) -> None:
+    # A publisher chooses what its keyframe claims: 16000 pixels wide is more than the
+    # container takes. The recording fails (the service then stops it as failed, and the
+    # host hears of it); the tap neither raises into the forwarder nor goes on silently.
+    first = vp8_frames[0]
+    assert first.keyframe
+    assert first.data[3:6] == b"\x9d\x01\x2a"  # VP8's start code; the width follows
+    wide = first.data[:6] + (16000).to_bytes(2, "little") + first.data[8:]
+    frames = [Encoded(wide, first.timestamp, True), *vp8_frames[1:]]
+    clock = FakeClock()
+    recorder = recorder_in(tmp_path, keyring, clock, video_wait=5.0)
+    recorder.start()
+    video, _ = published(HOST, kind=MediaKind.VIDEO, codecs=vp8())
+    packets = list(packetize(frames, "vp8"))
+    arriving = list(timed(packets, clock_rate=90000, start=clock.now, first_ts=first.timestamp))
+    answers = feed(recorder, clock, [(video, arriving)])
+    assert recorder.failed
+    assert answers[-1] is False  # halted: no more keyframes asked for
+    assert await recorder.stop() is None
+    assert [files for _, _, files in os.walk(tmp_path) if files] == []
