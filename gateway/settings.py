@@ -125,9 +125,10 @@ class Settings:
     #: Forward RTP in compiled code while a call is in its steady state
     #: (gateway/media/_native.pyx, if it was built); off: every packet on Python.
     media_native: bool = True
-    #: A busy event loop polls its sockets at most once per this many microseconds, so
-    #: that one wake-up reads many datagrams (gateway/media/event_loop.py): a packet
-    #: waits at most this much longer. 0: poll as soon as asked.
+    #: While media flows, the event loop polls its sockets at most once per this many
+    #: microseconds, so that one wake-up reads many datagrams
+    #: (gateway/media/event_loop.py): a packet waits at most this much longer. 0: poll
+    #: as soon as asked.
     media_poll_interval_us: int = 2000
     #: Log lines as ``text`` (one line, for people) or ``json`` (one object a line).
     log_format: str = "text"

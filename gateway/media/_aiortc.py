@@ -97,6 +97,7 @@ __all__ = [
     "intercept_receiver",
     "intercept_sender",
     "local_candidate_addresses",
+    "media_datagrams_read",
     "native_available",
     "on_keyframe_request",
     "probe_native",
@@ -334,6 +335,12 @@ if _NATIVE_BUILT:
 def native_available() -> bool:
     """Whether the compiled path was built (it needs a C compiler at install time)."""
     return _NATIVE_BUILT
+
+
+def media_datagrams_read() -> int:
+    """Datagrams the compiled path's socket readers have read so far (0 without them):
+    the event loop's poll interval applies while this moves (``event_loop.py``)."""
+    return int(_native.datagrams_read()) if _NATIVE_BUILT else 0
 
 
 # --- receivers: the publisher's media, before aiortc's jitter buffer --------------------------

@@ -2,6 +2,7 @@
 from collections.abc import Callable
 from typing import Any
 
+def datagrams_read() -> int: ...
 def configure(protect: int, unprotect: int, max_plain: int, max_datagram: int) -> None: ...
 
 class Out:

@@ -65,6 +65,7 @@ cdef extern from "<sys/socket.h>" nogil:
     cmsghdr* CMSG_FIRSTHDR(msghdr* message)
     cmsghdr* CMSG_NXTHDR(msghdr* message, cmsghdr* header)
     unsigned char* CMSG_DATA(cmsghdr* header)
+    size_t CMSG_LEN(size_t length)
     int setsockopt(int fd, int level, int name, const void* value, socklen_t size)
     enum: SOL_SOCKET
     enum: SO_TIMESTAMPNS
@@ -621,8 +622,18 @@ cdef uint8_t _slots[BATCH][SLOT]
 cdef sockaddr_storage _names[BATCH]
 cdef iovec _vectors[BATCH]
 cdef mmsghdr _messages[BATCH]
-cdef uint8_t _controls[BATCH][CONTROL]
+cdef union Control:  # a cmsghdr's alignment, and room for the timestamp after it
+    cmsghdr header
+    uint8_t space[CONTROL]
+cdef Control _controls[BATCH]
 cdef bint _reading = False
+# Datagrams every Reader has read so far (the event loop's poll interval watches it).
+cdef uint64_t _datagrams = 0
+
+
+def datagrams_read():
+    """How many datagrams the readers have read since the process started."""
+    return _datagrams
 
 
 cdef class Reader:
@@ -685,7 +696,7 @@ cdef class Reader:
 
     def ready(self):
         """The event loop's callback: the socket has datagrams to read."""
-        global _reading
+        global _reading, _datagrams
         cdef int n, i, rounds, error
         if self.transport._closing:
             return
@@ -700,7 +711,7 @@ cdef class Reader:
                     _messages[i].msg_hdr.msg_iov = &_vectors[i]
                     _messages[i].msg_hdr.msg_iovlen = 1
                     if self.stamped:
-                        _messages[i].msg_hdr.msg_control = _controls[i]
+                        _messages[i].msg_hdr.msg_control = &_controls[i]
                         _messages[i].msg_hdr.msg_controllen = CONTROL
                     else:
                         _messages[i].msg_hdr.msg_control = NULL
@@ -718,6 +729,9 @@ cdef class Reader:
                     return
                 self.reads += 1
                 self.datagrams += n
+                _datagrams += n
+                # A BaseException (a cancellation, KeyboardInterrupt) raised by a
+                # callback ends the batch: what is left of it is lost, as if dropped.
                 for i in range(n):
                     if self.transport._closing:
                         return
@@ -753,7 +767,11 @@ cdef class Reader:
         cdef cmsghdr* header = CMSG_FIRSTHDR(message)
         cdef timespec stamp
         while header != NULL:
-            if header.cmsg_level == SOL_SOCKET and header.cmsg_type == SCM_TIMESTAMPNS:
+            if (
+                header.cmsg_level == SOL_SOCKET
+                and header.cmsg_type == SCM_TIMESTAMPNS
+                and header.cmsg_len >= CMSG_LEN(sizeof(timespec))
+            ):
                 memcpy(&stamp, CMSG_DATA(header), sizeof(timespec))
                 return <int64_t>stamp.tv_sec * 1000000000 + stamp.tv_nsec
             header = CMSG_NXTHDR(message, header)
@@ -771,7 +789,10 @@ cdef class Reader:
                 self.failed(exc)
                 return 0
             if result is not None and result is not False:
-                self.plain(result)
+                try:
+                    self.plain(result)
+                except Exception as exc:  # one packet lost; the batch goes on
+                    self.failed(exc)
         finally:
             if probe is not None:
                 probe(None)

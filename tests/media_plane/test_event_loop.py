@@ -1,15 +1,19 @@
-"""The gateway's event loop: a busy loop polls at most once per interval, an idle one at once."""
+"""The gateway's event loop: while media flows it polls at most once per interval; any
+other I/O (Redis, HTTP) runs at full speed when no media does."""
 
 from __future__ import annotations
 
 import asyncio
 import selectors
 import socket
+from collections.abc import Iterator
 
 import pytest
 
 from gateway.media.event_loop import PollingSelector, loop_factory
 from tests.factories import make_settings
+
+INTERVAL = 0.002
 
 
 class Clock:
@@ -25,63 +29,116 @@ class Clock:
         self.now += seconds
 
 
+class Spy(selectors.DefaultSelector):
+    """The real selector underneath, noting the timeout each poll is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        self.timeouts.append(None if timeout is None else round(timeout, 6))
+        return super().select(timeout)
+
+
+class Probed(PollingSelector, Spy):
+    pass
+
+
+class Media:
+    """The counter of media datagrams read (``_native.datagrams_read``)."""
+
+    def __init__(self) -> None:
+        self.read = 0
+
+    def __call__(self) -> int:
+        return self.read
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
 
 
 @pytest.fixture
-def selector(clock: Clock) -> PollingSelector:
-    return PollingSelector(0.002, clock=clock, sleep=clock.sleep)
+def media() -> Media:
+    return Media()
 
 
-def test_an_idle_loop_polls_at_once(clock: Clock, selector: PollingSelector) -> None:
-    selector.select(0)  # the first poll
-    clock.now += 5  # nothing happened for a while; then a datagram comes
+@pytest.fixture
+def selector(clock: Clock, media: Media) -> Iterator[Probed]:
+    selector = Probed(INTERVAL, media, clock=clock, sleep=clock.sleep)
+    # Something always readable, so that no poll blocks the test.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.sendto(b"x", sock.getsockname())
         selector.register(sock, selectors.EVENT_READ)
-        assert len(selector.select(None)) == 1
-        clock.now += 0.0025  # more than the interval since that poll
-        assert len(selector.select(None)) == 1
+        yield selector
+        selector.close()
+
+
+def test_while_media_flows_a_poll_waits_out_the_interval(
+    clock: Clock, media: Media, selector: Probed
+) -> None:
+    selector.select(None)
+    media.read += 3  # that turn read media datagrams
+    clock.now += 0.0005  # and took half a millisecond
+    selector.select(10.0)  # asyncio's next timer is far away
+    assert clock.slept == [0.0015]
+    assert selector.timeouts == [None, 9.9985]  # the wait comes off the timeout
+    assert (selector.waits, round(selector.waited, 6)) == (1, 0.0015)
+
+
+def test_without_media_every_poll_is_at_once(clock: Clock, selector: Probed) -> None:
+    # An idle gateway, or a chain of Redis round trips: each turn polls again within
+    # microseconds, and none of them waits.
+    for _ in range(5):
+        selector.select(None)
+        clock.now += 0.00001
     assert clock.slept == []
 
 
-def test_a_busy_loop_waits_out_the_interval_then_polls(
-    clock: Clock, selector: PollingSelector
+def test_media_after_a_quiet_spell_is_read_at_once(
+    clock: Clock, media: Media, selector: Probed
 ) -> None:
-    selector.select(0)
-    clock.now += 0.0005  # handling what the last poll found took half a millisecond
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.sendto(b"x", sock.getsockname())
-        selector.register(sock, selectors.EVENT_READ)
-        assert len(selector.select(10.0)) == 1  # asyncio's next timer is far away
-    assert clock.slept == [0.0015]
+    selector.select(None)
+    media.read += 1
+    clock.now += 5  # long since the last poll
+    selector.select(None)
+    assert clock.slept == []
 
 
-def test_ready_callbacks_are_never_held_back(clock: Clock, selector: PollingSelector) -> None:
-    selector.select(0)
+def test_ready_callbacks_are_never_held_back(clock: Clock, media: Media, selector: Probed) -> None:
+    selector.select(None)
+    media.read += 1
     selector.select(0)  # asyncio polls with 0 when callbacks are waiting to run
     assert clock.slept == []
+    assert selector.timeouts == [None, 0]
 
 
-def test_a_timer_is_not_made_late_by_the_wait(clock: Clock, selector: PollingSelector) -> None:
-    selector.select(0)
+def test_a_timer_is_not_made_late_by_the_wait(clock: Clock, media: Media, selector: Probed) -> None:
+    selector.select(None)
+    media.read += 1
     clock.now += 0.0005
-    # A timer is due in 0.7 ms: the wait stops there, and the poll itself does not block.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    with sock:
-        selector.register(sock, selectors.EVENT_READ)
-        assert selector.select(0.0007) == []
+    selector.select(0.0007)  # a timer is due in 0.7 ms: the wait stops there
     assert clock.slept == [0.0007]
+    assert selector.timeouts == [None, 0]
+
+
+def test_a_clock_that_steps_back_waits_one_interval_at_most(
+    clock: Clock, media: Media, selector: Probed
+) -> None:
+    selector.select(None)
+    media.read += 1
+    clock.now -= 60
+    selector.select(None)
+    assert clock.slept == [INTERVAL]
 
 
 @pytest.mark.parametrize("interval", [0.0, -1.0, 0.051])
 def test_the_interval_is_bounded(interval: float) -> None:
     with pytest.raises(ValueError, match="at most 50 ms"):
-        PollingSelector(interval)
+        PollingSelector(interval, Media())
 
 
 def test_the_setting_and_its_bounds() -> None:
@@ -95,31 +152,39 @@ def test_zero_is_asyncio_s_own_loop() -> None:
     assert loop_factory(0) is asyncio.new_event_loop
 
 
-def test_the_polling_loop_carries_datagrams_and_timers() -> None:
-    received: list[bytes] = []
-
-    class Protocol(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: object) -> None:
-            received.append(data)
-
-    async def main() -> None:
+def test_round_trips_without_media_never_wait_on_the_real_loop() -> None:
+    # What a Redis client does: send, await the answer, send again.
+    async def main() -> int:
         loop = asyncio.get_running_loop()
-        assert isinstance(loop._selector, PollingSelector)  # type: ignore[attr-defined]
-        assert loop._selector.interval == 0.002  # type: ignore[attr-defined]
-        transport, _ = await loop.create_datagram_endpoint(Protocol, local_addr=("127.0.0.1", 0))
-        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        selector = loop._selector  # type: ignore[attr-defined]
+        assert isinstance(selector, PollingSelector)
+        assert selector.interval == INTERVAL
+
+        class Echo(asyncio.DatagramProtocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+
+        answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+        class Client(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                answers.put_nowait(data)
+
+        server, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+        client, _ = await loop.create_datagram_endpoint(
+            Client, remote_addr=server.get_extra_info("sockname")
+        )
         try:
-            for n in range(20):
-                sender.sendto(bytes([n]), transport.get_extra_info("sockname"))
-                await asyncio.sleep(0.001)
-            for _ in range(200):
-                if len(received) == 20:
-                    break
-                await asyncio.sleep(0.005)
+            for n in range(30):
+                client.sendto(bytes([n]))
+                assert await asyncio.wait_for(answers.get(), 5) == bytes([n])
         finally:
-            sender.close()
-            transport.close()
+            client.close()
+            server.close()
+        return int(selector.waits)
 
     with asyncio.Runner(loop_factory=loop_factory(2000)) as runner:
-        runner.run(main())
-    assert received == [bytes([n]) for n in range(20)]
+        assert runner.run(main()) == 0

@@ -537,6 +537,51 @@ def test_the_reader_gives_ipv6_addresses_as_recvfrom_would() -> None:
         sorted_.close()
 
 
+def test_the_reader_tells_senders_apart(sorted_: Sorted) -> None:
+    # Several remote candidates on one socket (and STUN answered to each): every
+    # datagram keeps its own sender, whatever came just before it.
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with other:
+        other.bind((LOOPBACK, 0))
+        for n in range(3):
+            sorted_.send(b"\x00\x01" + bytes([n]))
+            other.sendto(b"\x00\x02" + bytes([n]), sorted_.sock.getsockname())
+        sorted_.reader.ready()
+        first, second = sorted_.sender.getsockname(), other.getsockname()
+        assert [addr for _, addr in sorted_.other] == [first, second] * 3
+
+
+def test_the_reader_gives_ipv4_mapped_senders_as_recvfrom_would() -> None:
+    sorted_ = Sorted(socket.AF_INET6, "::1")
+    dual = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    v4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        dual.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        dual.bind(("::", 0))
+        dual.setblocking(False)
+        v4.bind((LOOPBACK, 0))
+        port = dual.getsockname()[1]
+        v4.sendto(b"\x00\x01", (LOOPBACK, port))
+        sorted_.sender.sendto(b"\x00\x02", ("::1", port))
+        v4.sendto(b"\x00\x03", (LOOPBACK, port))
+        reader = _aiortc._native.Reader(
+            dual.fileno(), sorted_.transport, sorted_.lane,
+            lambda data, addr: sorted_.other.append((data, addr)),
+            _unexpected, _unexpected, _unexpected, _unexpected,
+        )  # fmt: skip
+        reader.ready()
+        mapped = ("::ffff:127.0.0.1", v4.getsockname()[1], 0, 0)
+        assert sorted_.other == [
+            (b"\x00\x01", mapped),
+            (b"\x00\x02", sorted_.sender.getsockname()),
+            (b"\x00\x03", mapped),
+        ]
+    finally:
+        dual.close()
+        v4.close()
+        sorted_.close()
+
+
 def test_the_reader_drops_srtp_too_long_for_the_srtp_library(sorted_: Sorted) -> None:
     sorted_.dtls._state = CONNECTED
     sorted_.send(b"\x80\x60" + bytes(1600), b"\x81\xc9" + bytes(1600), b"\x00\x01" + bytes(3000))
@@ -579,6 +624,34 @@ def test_a_failing_handler_costs_its_datagram_only(sorted_: Sorted) -> None:
     reader.ready()
     assert seen == [b"\x00\x01", b"\x00\x02", b"\x00\x03"]
     assert [str(e) for e in sorted_.reported] == ["aioice failed"]
+
+
+async def test_a_failure_on_the_python_path_costs_its_packet_only() -> None:
+    pair = Pair(through_socket=True)
+    try:
+        await pair.start()
+        await pair.add_subscriber("7")
+        failures: list[BaseException] = []
+        stun: list[bytes] = []
+
+        def plain(data: bytes) -> None:
+            raise RuntimeError("the Python path failed")
+
+        pair.reader = _aiortc._native.Reader(
+            pair.sockets[0].fileno(), SimpleNamespace(_closing=False), pair.lane,
+            lambda data, addr: stun.append(data), plain, failures.append,
+            _unexpected, _unexpected,
+        )  # fmt: skip
+        # A new SSRC goes back to Python, which fails; the STUN after it still arrives.
+        data = video(1, 1000, VP8_KEYFRAME_START).serialize(pair.ext)
+        pair._from.sendto(pair._publisher.protect(data), pair._to)
+        pair._from.sendto(b"\x00\x01", pair._to)
+        pair.reader.ready()
+        assert [str(e) for e in failures] == ["the Python path failed"]
+        assert stun == [b"\x00\x01"]
+    finally:
+        for sock in pair.sockets:
+            sock.close()
 
 
 def test_a_closing_transport_stops_the_reader_at_once(sorted_: Sorted) -> None:
