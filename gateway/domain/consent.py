@@ -20,6 +20,7 @@ __all__ = [
     "give",
     "has_live_consent",
     "may_record",
+    "recording_consenters",
     "require_recording_consent",
     "withdraw",
 ]
@@ -87,7 +88,18 @@ def may_record(
     only a consent to that text counts: agreeing to an older wording is not agreeing to
     the one in force."""
     present = sorted(set(participants))
-    consenting = {
+    consenting = recording_consenters(consents, session_id=session_id, version=version)
+    lacking = tuple(p for p in present if p not in consenting)
+    return RecordingDecision(allowed=bool(present) and not lacking, lacking=lacking)
+
+
+def recording_consenters(
+    consents: Iterable[ConsentRecord], *, session_id: str, version: str | None = None
+) -> set[str]:
+    """Who has a live recording consent for this session (to the text ``version``, if
+    given: agreeing to an older wording is not agreeing to the one in force). The one
+    rule for "has agreed", wherever it is asked or shown."""
+    return {
         c.participant_id
         for c in consents
         if c.kind is ConsentKind.RECORDING
@@ -95,8 +107,6 @@ def may_record(
         and c.live
         and (version is None or c.text_version == version)
     }
-    lacking = tuple(p for p in present if p not in consenting)
-    return RecordingDecision(allowed=bool(present) and not lacking, lacking=lacking)
 
 
 def require_recording_consent(

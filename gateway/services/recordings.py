@@ -41,6 +41,7 @@ from gateway.domain.consent import (
     give,
     has_live_consent,
     may_record,
+    recording_consenters,
 )
 from gateway.domain.ids import new_id
 from gateway.domain.model import BrowserSession, Role
@@ -169,6 +170,7 @@ class RecordingService:
         self._events = events
         self._waiting_room = waiting_room
         self._consent_text = consent_text
+        waiting_room.recording_consent_version = consent_text.version
         self._check_interval = check_interval
         self._stale_after = stale_after
         self._backend: RecorderBackend | None = None
@@ -344,13 +346,12 @@ class RecordingService:
         return lacking
 
     async def consenting(self, appointment_id: str) -> set[str]:
-        """The participants of the appointment with a live recording consent."""
+        """The participants of the appointment with a live recording consent to the text
+        in force."""
         records = await self._store.list_consents(appointment_id)
-        return {
-            r.participant_id
-            for r in records
-            if r.kind is ConsentKind.RECORDING and r.live and r.session_id == appointment_id
-        }
+        return recording_consenters(
+            records, session_id=appointment_id, version=self._consent_text.version
+        )
 
     # --- status -------------------------------------------------------------------------------
 

@@ -96,6 +96,9 @@ class WaitingRoomService:
         self._audit = audit
         self._events = events
         self._identity = identity
+        #: The recording consent text in force (RecordingService sets it): the host's
+        #: "agreed" mark counts only a consent to that version.
+        self.recording_consent_version: str | None = None
 
     # --- reading -------------------------------------------------------------------------
 
@@ -145,7 +148,9 @@ class WaitingRoomService:
 
     async def _recording_consenting(self, appointment_id: str) -> set[str]:
         records = await self._store.list_consents(appointment_id)
-        return {r.participant_id for r in records if r.kind is ConsentKind.RECORDING and r.live}
+        return consent_rules.recording_consenters(
+            records, session_id=appointment_id, version=self.recording_consent_version
+        )
 
     # --- the client's side -----------------------------------------------------------------
 

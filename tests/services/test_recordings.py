@@ -275,8 +275,14 @@ async def test_a_consent_to_an_older_text_does_not_count(
             await recordings.start(host)
         assert refused.value.lacking == (seeded.host.id, seeded.client.id)
         assert await recordings.ask(host) == [seeded.host.id, seeded.client.id]
+        # The host's view does not mark the client as agreed either.
+        (row,) = await services.waiting_room.queue(host)
+        assert row.recording_consent is False
+        assert await recordings.consenting(seeded.appointment.id) == set()
         await recordings.set_consent(host, version=reworded.version, given=True)
         await recordings.set_consent(client, version=reworded.version, given=True)
+        (row,) = await services.waiting_room.queue(host)
+        assert row.recording_consent is True
         assert (await recordings.start(host)).active
     finally:
         await recordings.detach()
