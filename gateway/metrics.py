@@ -188,6 +188,12 @@ class GatewayMetrics:
             "(set by the media plane)",
             registry=registry,
         )
+        self.media_errors = Counter(
+            "quietroom_media_forwarding_errors",
+            "RTP packets lost to an unexpected error while forwarding (a bug: each peer "
+            "connection logs its first one; set by the media plane)",
+            registry=registry,
+        )
         self.media_refused = Counter(
             "quietroom_media_sessions_refused",
             "New sessions this media process turned away at QUIETROOM_MEDIA_MAX_SESSIONS",

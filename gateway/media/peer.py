@@ -179,7 +179,10 @@ class GatewayPeer:
         receive_queue_limit: int = 256,
         native: bool = True,
         on_connected: Callable[[GatewayPeer], Awaitable[None]] | None = None,
+        on_closing: Callable[[GatewayPeer], None] | None = None,
     ) -> None:
+        """``on_closing(peer)`` is called once, as the peer starts closing for whatever
+        reason (its own connection failing included), before its sockets close."""
         if not video_codecs:
             raise ValueError("at least one video codec is needed")
         self.room_id = room_id
@@ -203,6 +206,7 @@ class GatewayPeer:
         self._close_reason: MediaCloseReason | None = None
         self._close_task: asyncio.Future[None] | None = None
         self._on_connected = on_connected
+        self._on_closing = on_closing
         self._connected_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -364,6 +368,11 @@ class GatewayPeer:
         if self._close_task is None:
             self._close_reason = reason
             self._close_task = asyncio.ensure_future(self._shutdown(reason))
+            if self._on_closing is not None:
+                try:
+                    self._on_closing(self)
+                except Exception:
+                    log.exception("%s: the closing callback failed", self)
         return self._close_task
 
     async def close(self, reason: MediaCloseReason) -> None:

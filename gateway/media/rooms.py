@@ -70,6 +70,7 @@ class MediaRooms:
         #: New sessions turned away because this process was :attr:`full`.
         self.refused_sessions = 0
         self._dropped_retired = 0
+        self._errors_retired = 0
         self._closed = False
 
     def __repr__(self) -> str:
@@ -140,6 +141,12 @@ class MediaRooms:
         queued = sum(fast.dropped for fast in live)
         return self._dropped_retired + queued + kernel_drops(inodes)
 
+    def forwarding_errors(self) -> int:
+        """RTP packets lost since start to an unexpected error on the synchronous path
+        (each peer logs its first one); closed peers' counts plus the live ones'."""
+        live = sum(p.fast_path.errors for p in self._peers.values() if p.fast_path is not None)
+        return self._errors_retired + live
+
     # --- negotiation ----------------------------------------------------------------------
 
     async def answer(
@@ -187,6 +194,7 @@ class MediaRooms:
             video_codecs=self.video_codecs,
             native=self.native,
             on_connected=self._connected,
+            on_closing=self._peer_closing,
         )
         self._peers[participant_id] = peer
         try:
@@ -216,6 +224,16 @@ class MediaRooms:
 
     # --- closing --------------------------------------------------------------------------
 
+    def _peer_closing(self, peer: GatewayPeer) -> None:
+        """A peer closes by itself (its connection failed or was closed by the browser):
+        it stops counting here at once, as if its participant had been closed. Closes
+        this class starts have taken the peer out already."""
+        if self._peers.get(peer.participant_id) is not peer:
+            return
+        del self._peers[peer.participant_id]
+        self._retire_peer(peer)
+        self._forget_session_if_empty(peer, peer.close_reason or MediaCloseReason.LEFT)
+
     async def close_participant(self, participant_id: str, reason: MediaCloseReason) -> bool:
         """Close the participant's peer, if it has one here; whether it had."""
         peer = self._peers.pop(participant_id, None)
@@ -223,13 +241,17 @@ class MediaRooms:
             return False
         self._retire_peer(peer)
         await peer.close(reason)
-        if not any(p.room_id == peer.room_id for p in self._peers.values()):
-            # The last one out: nothing left to forward in this session here.
-            forwarder = self._forwarders.pop(peer.room_id, None)
-            if forwarder is not None:
-                self._retire(forwarder)
-                forwarder.close(reason)
+        self._forget_session_if_empty(peer, reason)
         return True
+
+    def _forget_session_if_empty(self, peer: GatewayPeer, reason: MediaCloseReason) -> None:
+        if any(p.room_id == peer.room_id for p in self._peers.values()):
+            return
+        # The last one out: nothing left to forward in this session here.
+        forwarder = self._forwarders.pop(peer.room_id, None)
+        if forwarder is not None:
+            self._retire(forwarder)
+            forwarder.close(reason)
 
     async def close_session(self, session_id: str, reason: MediaCloseReason) -> None:
         """Close every peer of a session and its forwarder."""
@@ -260,3 +282,4 @@ class MediaRooms:
         fast = peer.fast_path
         if fast is not None:
             self._dropped_retired += fast.dropped + kernel_drops(fast.inodes)
+            self._errors_retired += fast.errors

@@ -44,7 +44,7 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         native=app[SETTINGS].media_native,
     )
     seen = ForwardedTotals(packets=dict.fromkeys(MediaKind, 0), octets=dict.fromkeys(MediaKind, 0))
-    seen_overload = {"dropped": 0, "refused": 0}
+    seen_overload = {"dropped": 0, "refused": 0, "errors": 0}
 
     async def sample(metrics: GatewayMetrics) -> None:
         # Counters only go up: a total that dips (a socket gone before its peer was
@@ -59,8 +59,10 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         dropped = max(rooms.dropped_datagrams(), seen_overload["dropped"])
         refused = max(rooms.refused_sessions, seen_overload["refused"])
         metrics.media_dropped.inc(dropped - seen_overload["dropped"])
+        errors = max(rooms.forwarding_errors(), seen_overload["errors"])
         metrics.media_refused.inc(refused - seen_overload["refused"])
-        seen_overload.update(dropped=dropped, refused=refused)
+        metrics.media_errors.inc(errors - seen_overload["errors"])
+        seen_overload.update(dropped=dropped, refused=refused, errors=errors)
         metrics.media_sessions.set(rooms.session_count)
         metrics.recordings_open.set(0 if recorders is None else recorders.open_count)
 

@@ -56,9 +56,24 @@ async def test_a_full_node_refuses_a_new_session_but_not_a_joiner() -> None:
         assert peer is not None
         assert peer.fast_path is not None
         peer.fast_path.dropped += 5
+        peer.fast_path.errors += 2
         assert rooms.dropped_datagrams() == 5
+        assert rooms.forwarding_errors() == 2
         await rooms.close_participant("p2", MediaCloseReason.LEFT)
         assert rooms.dropped_datagrams() == 5
+        assert rooms.forwarding_errors() == 2
+
+        # A peer that closes by itself (its connection failed) stops counting at once,
+        # and the last one of a session frees its place.
+        peer = rooms.peer("p1")
+        assert peer is not None
+        await peer.close(MediaCloseReason.CONNECTION_FAILED)
+        assert rooms.peer("p1") is None
+        assert rooms.session_ids() == []
+        assert not rooms.full
+        assert rooms.dropped_datagrams() == 5
+        await rooms.answer(session_id="s1", participant_id="p1", sdp=sdp, sdp_type="offer")
+        assert rooms.session_ids() == ["s1"]
 
         # Once the session ends, there is room again.
         await rooms.close_session("s1", MediaCloseReason.SESSION_ENDED)

@@ -93,6 +93,7 @@ async def test_admitted_client_and_host_see_each_other(vp8_clip: Clip, opus_clip
         assert float(samples["quietroom_media_sessions"]) == 1
         assert float(samples["quietroom_media_sessions_refused_total"]) == 0
         assert "quietroom_media_dropped_datagrams_total" in samples
+        assert float(samples["quietroom_media_forwarding_errors_total"]) == 0
 
 
 async def test_a_waiting_clients_offer_is_refused_before_any_peer_exists(
