@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.errors import HostAbsent, IllegalTransition, InvalidInput, RoomLocked
+from gateway.errors import HostAbsent, IllegalTransition, InvalidInput, NotAllowed, RoomLocked
 
 __all__ = [
     "MAX_HOST_MESSAGE",
@@ -23,8 +23,10 @@ __all__ = [
     "RoomCondition",
     "RoomStatus",
     "check_admission",
+    "check_identity_proven",
     "check_knock",
     "clean_host_message",
+    "identity_needed",
     "next_state",
     "sources_of",
     "target_of",
@@ -116,6 +118,19 @@ class RoomStatus:
     room_id: str
     host_presence: HostPresence
     locked: bool
+
+
+def identity_needed(*, host: bool, client_totp_required: bool) -> bool:
+    """A host always proves who they are with a sign-in code; a client where the room
+    asks for one."""
+    return host or client_totp_required
+
+
+def check_identity_proven(*, needed: bool, verified: bool) -> None:
+    """Knocking and consenting are for a proven identity, where one is asked for: not for
+    whoever holds the link."""
+    if needed and not verified:
+        raise NotAllowed("prove your identity first")
 
 
 def check_knock(room: RoomStatus) -> None:

@@ -333,10 +333,9 @@ class RecordingService:
         anyway (the room does not allow recording, or the gateway cannot record): nobody
         is asked about a recording that cannot happen."""
         seat = await self._host_seat(host)
-        if not seat.room.policy.recording_allowed:
-            raise NotAllowed("this room does not allow recording")
-        if self._backend is None:
-            raise NotAllowed("recording is not set up on this gateway")
+        refusal = self._cannot_record(seat)
+        if refusal is not None:
+            raise NotAllowed(refusal[1])
         lacking = await self._lacking(seat.appointment.id)
         await self._audit.record(
             "recording.consent_asked",
@@ -344,6 +343,14 @@ class RecordingService:
             subjects={"appointment": seat.appointment.id, "asked": str(len(lacking))},
         )
         return lacking
+
+    def _cannot_record(self, seat: Seat) -> tuple[str, str] | None:
+        """Why this session cannot be recorded at all (reason, message); None if it can."""
+        if not seat.room.policy.recording_allowed:
+            return ("not_allowed", "this room does not allow recording")
+        if self._backend is None:
+            return _UNAVAILABLE
+        return None
 
     async def consenting(self, appointment_id: str) -> set[str]:
         """The participants of the appointment with a live recording consent to the text
@@ -378,13 +385,12 @@ class RecordingService:
         seat = await self._host_seat(host)
         appointment_id = seat.appointment.id
         async with self._lock(appointment_id):
-            if not seat.room.policy.recording_allowed:
-                await self._refuse(seat, host, "not_allowed")
-                raise NotAllowed("this room does not allow recording")
+            refusal = self._cannot_record(seat)
             backend = self._backend
-            if backend is None:
-                await self._refuse(seat, host, "unavailable")
-                raise NotAllowed("recording is not set up on this gateway")
+            if refusal is not None or backend is None:
+                code, message = refusal or _UNAVAILABLE
+                await self._refuse(seat, host, code)
+                raise NotAllowed(message)
             now = self._clock.now()
             active = await self._store.active_recording(appointment_id)
             if active is not None:
@@ -897,6 +903,9 @@ class RecordingService:
         checked nor withdrawn, so every recording here stops (sealed); their records are
         finished once the store answers again."""
         await self._seal_local(None, StopReason.STORE_UNAVAILABLE)
+
+
+_UNAVAILABLE = ("unavailable", "recording is not set up on this gateway")
 
 
 def _live_recording_consent(

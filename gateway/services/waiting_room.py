@@ -155,12 +155,16 @@ class WaitingRoomService:
     # --- the client's side -----------------------------------------------------------------
 
     async def identity_needed(self, seat: Seat) -> bool:
-        return seat.participant.role is Role.HOST or seat.room.policy.client_totp_required
+        return rules.identity_needed(
+            host=seat.participant.role is Role.HOST,
+            client_totp_required=seat.room.policy.client_totp_required,
+        )
 
     async def check_identity_proven(self, seat: Seat, session: BrowserSession) -> None:
         """NotAllowed unless this session proved the identity the room asks for."""
-        if await self.identity_needed(seat) and not session.verified:
-            raise NotAllowed("prove your identity first")
+        rules.check_identity_proven(
+            needed=await self.identity_needed(seat), verified=session.verified
+        )
 
     async def record_verified(self, session_hash: str, seat: Seat) -> None:
         """After a correct TOTP code: the browser session and the participant are verified."""

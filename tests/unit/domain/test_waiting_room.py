@@ -13,7 +13,9 @@ from gateway.domain.waiting_room import (
     ParticipantState,
     RoomStatus,
     check_admission,
+    check_identity_proven,
     check_knock,
+    identity_needed,
     next_state,
     sources_of,
     target_of,
@@ -22,6 +24,7 @@ from gateway.errors import (
     GatewayError,
     HostAbsent,
     IllegalTransition,
+    NotAllowed,
     RoomLocked,
     WaitingRoomError,
 )
@@ -154,3 +157,16 @@ def test_admission_without_host_is_refused_in_a_locked_room_too() -> None:
 def test_admission_with_host_present_is_allowed(locked: bool) -> None:
     # A locked room stops new knocks, not the admission of those already waiting.
     check_admission(RoomStatus(room_id=ROOM_ID, host_presence=HostPresence.PRESENT, locked=locked))
+
+
+def test_identity_is_asked_of_hosts_always_and_of_clients_where_the_room_says() -> None:
+    assert identity_needed(host=True, client_totp_required=False)
+    assert identity_needed(host=False, client_totp_required=True)
+    assert not identity_needed(host=False, client_totp_required=False)
+
+
+def test_only_a_proven_identity_passes_where_one_is_needed() -> None:
+    with pytest.raises(NotAllowed, match="prove your identity"):
+        check_identity_proven(needed=True, verified=False)
+    check_identity_proven(needed=True, verified=True)
+    check_identity_proven(needed=False, verified=False)
