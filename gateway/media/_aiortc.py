@@ -253,7 +253,8 @@ def _check_native_internals() -> list[str]:
     if "_srtp" not in _instance_fields(pylibsrtp.Session):
         missing.append("pylibsrtp.Session._srtp")
     # asyncio's, for _read_natively: the transport stops reading and the loop reads
-    # its socket with the compiled path's callback instead.
+    # its socket with the compiled path's callback instead; and for ``Out``, which
+    # sends past the transport only while the transport's own buffer is empty.
     for cls_name, name in (
         ("BaseSelectorEventLoop", "_add_reader"),
         ("_SelectorDatagramTransport", "pause_reading"),
@@ -261,7 +262,7 @@ def _check_native_internals() -> list[str]:
         if not callable(getattr(getattr(_selector_events, cls_name, None), name, None)):
             missing.append(f"asyncio {cls_name}.{name}")
     transport_fields: dict[str, tuple[str, ...]] = {
-        "__init__": ("_closing", "_sock_fd"),
+        "__init__": ("_closing", "_sock_fd", "_buffer"),
         "pause_reading": ("_remove_reader", "_sock_fd"),
         "close": ("_remove_reader", "_sock_fd", "_closing"),
     }

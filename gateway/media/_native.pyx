@@ -156,15 +156,110 @@ cdef class Out:
     cdef void* ctx
     cdef int fd
     cdef bytes address
-    cdef object transport
+    # asyncio's write buffer of the socket's transport (a deque; never replaced): while
+    # it holds datagrams, copies go through the transport, behind them
+    cdef object buffer
 
     def __init__(self, pair, transport, int fd, bytes address, session, uintptr_t ctx):
         self.pair = pair
-        self.transport = transport
+        self.buffer = transport._buffer
         self.fd = fd
         self.address = address
         self.session = session
         self.ctx = <void*>ctx
+
+
+cdef class Target:
+    """What the compiled path reads of one subscriber (``SubscribedTrack``) and that
+    never changes while it exists: its parts, and its header's fixed bytes.
+
+    The header's extension block is laid out once per form (without and with the audio
+    level) as ``OutgoingHeader.build`` writes it; each copy fills in abs-send-time's
+    value and the level byte.
+    """
+
+    cdef object track
+    cdef object rewriter
+    cdef object history  # PacketHistory, or None for audio
+    cdef Py_ssize_t capacity
+    cdef object counters
+    cdef object sender
+    cdef object leg
+    cdef object nominated
+    cdef object dtls
+    cdef dict payload_types
+    cdef uint8_t ssrc[4]
+    # the extension block (its 4-byte header included; empty without extensions), where
+    # abs-send-time's 3 bytes and the level byte go in it (-1: not there); [0] without
+    # the audio level, [1] with it
+    cdef uint8_t ext[2][HEADER_MAX]
+    cdef int ext_len[2]
+    cdef int abs_at[2]
+    cdef int level_at[2]
+
+    def __init__(self, track):
+        cdef uint32_t ssrc
+        header = track.header
+        sink = track.sink
+        self.track = track
+        self.rewriter = track.rewriter
+        self.history = track.history
+        self.capacity = 0 if self.history is None else self.history._capacity
+        self.counters = track.counters
+        self.sender = sink._sender
+        self.leg = sink._leg
+        self.nominated = self.leg._nominated
+        self.dtls = self.leg._dtls
+        self.payload_types = track.payload_types
+        ssrc = header._ssrc
+        self.ssrc[0] = (ssrc >> 24) & 0xFF
+        self.ssrc[1] = (ssrc >> 16) & 0xFF
+        self.ssrc[2] = (ssrc >> 8) & 0xFF
+        self.ssrc[3] = ssrc & 0xFF
+        self._layout(0, header._without_level, False)
+        self._layout(1, header._with_level, True)
+
+    cdef int _layout(self, int k, layout, bint level) except -1:
+        cdef uint8_t* e = self.ext[k]
+        cdef bytes mid = layout.mid
+        cdef bytes abs_prefix = layout.abs_prefix
+        cdef bytes level_prefix = layout.level_prefix
+        cdef int n = 4, profile = layout.profile, body
+        self.ext_len[k] = -1  # too long for this module: every copy goes back to Python
+        if (
+            4 + PyBytes_GET_SIZE(mid) + PyBytes_GET_SIZE(abs_prefix) + 3
+            + PyBytes_GET_SIZE(level_prefix) + 1 + 3 > HEADER_MAX
+        ):
+            return 0
+        self.abs_at[k] = -1
+        self.level_at[k] = -1
+        memcpy(e + n, PyBytes_AS_STRING(mid), PyBytes_GET_SIZE(mid))
+        n += PyBytes_GET_SIZE(mid)
+        if PyBytes_GET_SIZE(abs_prefix):
+            memcpy(e + n, PyBytes_AS_STRING(abs_prefix), PyBytes_GET_SIZE(abs_prefix))
+            n += PyBytes_GET_SIZE(abs_prefix)
+            self.abs_at[k] = n
+            memset(e + n, 0, 3)
+            n += 3
+        if level and PyBytes_GET_SIZE(level_prefix):
+            memcpy(e + n, PyBytes_AS_STRING(level_prefix), PyBytes_GET_SIZE(level_prefix))
+            n += PyBytes_GET_SIZE(level_prefix)
+            self.level_at[k] = n
+            e[n] = 0
+            n += 1
+        if n == 4:
+            self.ext_len[k] = 0
+            return 0
+        while n % 4:
+            e[n] = 0
+            n += 1
+        body = (n - 4) >> 2
+        e[0] = (profile >> 8) & 0xFF
+        e[1] = profile & 0xFF
+        e[2] = (body >> 8) & 0xFF
+        e[3] = body & 0xFF
+        self.ext_len[k] = n
+        return 0
 
 
 cdef class Route:
@@ -175,8 +270,15 @@ cdef class Route:
     cdef object track_id
     cdef object ssrc
     cdef object statistics
+    # parts of the forwarder, the source and the statistics that are never replaced
+    cdef object stats
+    cdef object counters
+    cdef object missing
+    cdef double clockrate
     # payload type -> (CodecFormat, is video)
     cdef dict formats
+    # a Target per subscriber, in the order of the forwarder's list of them
+    cdef list cached
 
     def __init__(self, forwarder, source, ssrc, statistics, dict formats):
         self.forwarder = forwarder
@@ -184,7 +286,27 @@ cdef class Route:
         self.track_id = source.track_id
         self.ssrc = ssrc
         self.statistics = statistics
+        self.stats = forwarder.stats
+        self.counters = source.counters
+        self.missing = source.missing
+        self.clockrate = statistics._clockrate
         self.formats = {pt: (fmt, bool(fmt.is_video)) for pt, fmt in formats.items()}
+        self.cached = []
+
+    cdef Target target(self, int i, track):
+        """The Target of ``track``, the forwarder's ``i``-th subscriber of this route."""
+        cdef Target found
+        cdef list cached = self.cached
+        if i < PyList_GET_SIZE(cached):
+            found = cached[i]
+            if found.track is track:
+                return found
+            found = Target(track)
+            cached[i] = found
+            return found
+        found = Target(track)
+        cached.append(found)
+        return found
 
 
 cdef struct Copy:
@@ -342,6 +464,7 @@ cdef class Lane:
         cdef uint32_t seq, ts, ssrc_value, highest
         cdef bint marker, video
         cdef Route route
+        cdef Target target
         cdef Out out
         if length < 12:
             return 1
@@ -389,7 +512,7 @@ cdef class Lane:
             return 1
         if source.media_ssrc != ssrc or source.keyframe_wanted or source.keyframe_urgent:
             return 1
-        missing = source.missing
+        missing = route.missing
         if video:
             last = missing._highest
             if last is None or missing._missing:
@@ -407,10 +530,12 @@ cdef class Lane:
         count = 0 if targets is None else PyList_GET_SIZE(targets)
         if count > MAX_TARGETS:
             return 1
+        if PyList_GET_SIZE(route.cached) > count:
+            del route.cached[count:]  # subscribers gone: let go of them
         for i in range(count):
-            target = targets[i]
+            target = route.target(i, targets[i])
             out_pt = target.payload_types.get(fmt)
-            if out_pt is None or target.waiting_keyframe:
+            if out_pt is None or target.track.waiting_keyframe:
                 return 1
             epoch = target.rewriter._epoch
             if (
@@ -420,19 +545,19 @@ cdef class Lane:
                 or epoch[0] != route.track_id
             ):
                 return 1
-            leg = target.sink._leg
+            leg = target.leg
             out_object = leg._out
             if out_object is None or leg.drop is not None:
                 return 1
             out = out_object
             if (
-                leg._nominated.get(1) is not out.pair
-                or leg._dtls._state is not self.connected
-                or out.transport.get_write_buffer_size()
+                target.nominated.get(1) is not out.pair
+                or target.dtls._state is not self.connected
+                or out.buffer
             ):
                 return 1
-            total = self._header(i, target.header, level, cc, p) + payload_len + padding
-            if total > _max_plain:
+            total = self._header(i, target, level, cc, p)
+            if total < 0 or total + payload_len + padding > _max_plain:
                 return 1
             self.copies[i].payload_type = out_pt
             self.targets[i] = target
@@ -440,11 +565,11 @@ cdef class Lane:
 
         # From here on the packet is forwarded here, with the Python path's effects.
         now = _now(CLOCK_MONOTONIC)
-        self._statistics(statistics, seq, ts)
-        counters = source.counters
+        self._statistics(statistics, route.clockrate, seq, ts)
+        counters = route.counters
         counters.packets += 1
         counters.octets += payload_len
-        stats = forwarder.stats
+        stats = route.stats
         stats.packets_in += 1
         stats.octets_in += payload_len
         if video:
@@ -455,7 +580,7 @@ cdef class Lane:
             try:
                 for i in range(count):
                     self._send_copy(
-                        i, forwarder, video, now, abs_send_time, marker, seq, ts,
+                        i, stats, video, now, abs_send_time, marker, seq, ts,
                         p + length - padding - payload_len, payload_len, padding,
                     )
             finally:
@@ -464,9 +589,10 @@ cdef class Lane:
                     self.outs[i] = None
         return 0
 
-    cdef void _statistics(self, statistics, uint32_t seq, uint32_t ts) except *:
+    cdef void _statistics(self, statistics, double clockrate, uint32_t seq,
+                          uint32_t ts) except *:
         """aiortc's ``StreamStatistics.add`` for an in-order packet (the only kind here)."""
-        cdef int64_t arrival = <int64_t>(_now(CLOCK_REALTIME) * <double>statistics._clockrate)
+        cdef int64_t arrival = <int64_t>(_now(CLOCK_REALTIME) * clockrate)
         statistics.packets_received += 1
         if statistics.base_seq is None:
             statistics.base_seq = seq
@@ -481,73 +607,38 @@ cdef class Lane:
         statistics._last_arrival = arrival
         statistics._last_timestamp = ts
 
-    cdef int _header(self, int i, header, int level, int cc, const uint8_t* packet) except -1:
+    cdef int _header(self, int i, Target target, int level, int cc,
+                     const uint8_t* packet) noexcept:
         """Copy ``i``'s header as ``OutgoingHeader.build`` writes it, but for the
         marker, payload type, sequence number, timestamp and abs-send-time value,
-        which ``_send_copy`` fills in; returns its length."""
+        which ``_send_copy`` fills in; returns its length, or -1 if it is too long for
+        this module (the packet then goes back to the Python path)."""
         cdef uint8_t* h = self.hdr[i]
-        cdef uint32_t ssrc = header._ssrc
-        layout = header._without_level if level < 0 else header._with_level
-        cdef bytes mid = layout.mid
-        cdef bytes abs_prefix = layout.abs_prefix
-        cdef bytes level_prefix = layout.level_prefix
-        cdef int pos = 12 + 4 * cc, ext_start, ext_len, n, profile
-        # The longest header this can write: CSRCs, the extension header, the elements
-        # (abs-send-time's 3 bytes, the level's 1) and up to 3 bytes of padding. Checked
-        # before anything is written; too long goes back to the Python path.
-        if (
-            pos + 4 + PyBytes_GET_SIZE(mid) + PyBytes_GET_SIZE(abs_prefix) + 3
-            + PyBytes_GET_SIZE(level_prefix) + 1 + 3 > HEADER_MAX
-        ):
-            return 1 << 16
-        h[0] = 0x80 | cc
-        h[8] = (ssrc >> 24) & 0xFF
-        h[9] = (ssrc >> 16) & 0xFF
-        h[10] = (ssrc >> 8) & 0xFF
-        h[11] = ssrc & 0xFF
+        cdef int k = 0 if level < 0 else 1
+        cdef int pos = 12 + 4 * cc, ext_len = target.ext_len[k]
+        if ext_len < 0 or pos + ext_len > HEADER_MAX:
+            return -1
+        h[0] = (0x90 if ext_len else 0x80) | cc
+        memcpy(h + 8, target.ssrc, 4)
         if cc:
             memcpy(h + 12, packet + 12, 4 * cc)
-        ext_start = pos + 4
-        n = ext_start
-        memcpy(h + n, PyBytes_AS_STRING(mid), PyBytes_GET_SIZE(mid))
-        n += PyBytes_GET_SIZE(mid)
-        self.copies[i].abs_at = -1
-        if PyBytes_GET_SIZE(abs_prefix):
-            memcpy(h + n, PyBytes_AS_STRING(abs_prefix), PyBytes_GET_SIZE(abs_prefix))
-            n += PyBytes_GET_SIZE(abs_prefix)
-            self.copies[i].abs_at = n
-            n += 3
-        if level >= 0 and PyBytes_GET_SIZE(level_prefix):
-            memcpy(h + n, PyBytes_AS_STRING(level_prefix), PyBytes_GET_SIZE(level_prefix))
-            n += PyBytes_GET_SIZE(level_prefix)
-            h[n] = level
-            n += 1
-        ext_len = n - ext_start
-        if ext_len == 0:
-            self.copies[i].header_len = pos
-            return pos
-        while ext_len % 4:
-            h[n] = 0
-            n += 1
-            ext_len += 1
-        profile = layout.profile
-        h[0] |= 0x10
-        h[pos] = (profile >> 8) & 0xFF
-        h[pos + 1] = profile & 0xFF
-        h[pos + 2] = ((ext_len >> 2) >> 8) & 0xFF
-        h[pos + 3] = (ext_len >> 2) & 0xFF
-        self.copies[i].header_len = n
-        return n
+        memcpy(h + pos, target.ext[k], ext_len)
+        self.copies[i].abs_at = pos + target.abs_at[k] if target.abs_at[k] >= 0 else -1
+        if target.level_at[k] >= 0:
+            h[pos + target.level_at[k]] = level
+        self.copies[i].header_len = pos + ext_len
+        return pos + ext_len
 
-    cdef int _send_copy(self, int i, forwarder, bint video, double now,
+    cdef int _send_copy(self, int i, stats, bint video, double now,
                         uint32_t abs_send_time, bint marker, uint32_t seq, uint32_t ts,
                         const uint8_t* payload, int payload_len, int padding) except -1:
         cdef uint8_t* h = self.hdr[i]
         cdef uint8_t* o = <uint8_t*>self.out
         cdef Out out = self.outs[i]
+        cdef Target target = self.targets[i]
         cdef int header_len = self.copies[i].header_len, at = self.copies[i].abs_at, length
         cdef uint32_t out_seq, out_ts
-        target = self.targets[i]
+        cdef Py_ssize_t slot
         rewriter = target.rewriter
         out_seq = (seq + <uint32_t>rewriter._seq_offset) & 0xFFFF
         out_ts = <uint32_t>((<uint64_t>ts + <uint64_t>rewriter._ts_offset) & 0xFFFFFFFF)
@@ -577,13 +668,13 @@ cdef class Lane:
             o[length - 1] = padding
         history = target.history
         if history is not None:
-            slot = out_seq % history._capacity
+            slot = out_seq % target.capacity
             history._seqs[slot] = out_seq
             history._data[slot] = PyBytes_FromStringAndSize(<char*>o, length)
             history._resent_at[slot] = 0.0
         counters = target.counters
         if _protect(out.ctx, o, &length) != 0:
-            forwarder.stats.not_forwarded += 1
+            stats.not_forwarded += 1
             counters.dropped += 1
             return 0
         # A full socket buffer loses the copy, as the network would; the kernel counts it.
@@ -593,7 +684,6 @@ cdef class Lane:
             self.on_egress()
         counters.packets += 1
         counters.octets += payload_len
-        stats = forwarder.stats
         stats.packets_out += 1
         stats.octets_out += payload_len
         if video:
@@ -602,7 +692,7 @@ cdef class Lane:
         else:
             stats.audio_packets_out += 1
             stats.audio_octets_out += payload_len
-        sender = target.sink._sender
+        sender = target.sender
         sender._RTCRtpSender__packet_count = counters.packets
         sender._RTCRtpSender__octet_count = counters.octets
         return 0

@@ -9,6 +9,7 @@ abs-send-time, which is the clock's) and both forwarders must end in the same st
 from __future__ import annotations
 
 import asyncio
+import collections
 import secrets
 import socket
 import time
@@ -89,11 +90,17 @@ class SocketSink:
         self._to = to
         self._tx = _session(key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
         pair = object()
-        transport = SimpleNamespace(get_write_buffer_size=lambda: 0)
+        #: asyncio's transport as ``Out`` reads it: its write buffer.
+        self.transport = SimpleNamespace(_buffer=collections.deque())
         address = _aiortc._sockaddr(socket.AF_INET, to)
         assert address is not None
         out = _aiortc._native.Out(
-            pair, transport, sock.fileno(), address, self._tx, _aiortc._srtp_pointer(self._tx)
+            pair,
+            self.transport,
+            sock.fileno(),
+            address,
+            self._tx,
+            _aiortc._srtp_pointer(self._tx),
         )
         self._leg = SimpleNamespace(
             _out=out, drop=None, _nominated={1: pair}, _dtls=SimpleNamespace(_state=CONNECTED)
@@ -455,6 +462,39 @@ async def test_a_leg_that_cannot_send_in_c_goes_back_to_python(pair: Pair) -> No
     sink._leg._nominated[1] = object()  # another pair was nominated
     assert pair.deliver(video(3, 1000)) == "python"
     pair.assert_same()
+
+
+async def test_copies_wait_behind_what_asyncio_has_buffered(pair: Pair) -> None:
+    pair.deliver(video(1, 1000, VP8_KEYFRAME_START))
+    sink: Any = pair.native.targets[0].sink
+    # The socket was full once: asyncio holds a datagram until it can write again, and
+    # copies sent past it would overtake it.
+    sink.transport._buffer.append((b"held", ("127.0.0.1", 9)))
+    assert pair.deliver(video(2, 1000)) == "python"
+    sink.transport._buffer.clear()
+    assert pair.deliver(video(3, 1000)) == "native"
+    pair.assert_same()
+
+
+async def test_subscribers_leaving_and_joining_change_who_gets_copies_in_c(pair: Pair) -> None:
+    await pair.add_subscriber("9")
+    pair.deliver(video(1, 1000, VP8_KEYFRAME_START))
+    assert pair.deliver(video(2, 1000)) == "native"
+    # The first subscriber leaves: the second is now first in the forwarder's list.
+    for side in (pair.python, pair.native):
+        await side.forwarder.remove_participant("ptc_7")
+    assert pair.deliver(video(3, 1000)) == "native"
+    await pair.add_subscriber("5")
+    assert pair.deliver(video(4, 4000)) == "python"  # the new one waits for a keyframe
+    assert pair.deliver(video(5, 7000, VP8_KEYFRAME_START)) == "python"
+    assert pair.deliver(video(6, 7000)) == "native"
+    for side in (pair.python, pair.native):
+        await side.forwarder.remove_participant("ptc_9")
+        await side.forwarder.remove_participant("ptc_5")
+    assert pair.deliver(video(7, 7000)) == "native"  # nobody left to send to
+    pair.assert_same()
+    gone = [python_sent for python_sent, _ in pair.received()]
+    assert [len(sent) for sent in gone] == [2, 6, 2]
 
 
 # --- the compiled path's socket reader ------------------------------------------------------
