@@ -185,7 +185,7 @@ cdef class Target:
     cdef object counters
     cdef object sender
     cdef object leg
-    cdef object nominated
+    cdef dict nominated
     cdef object dtls
     cdef dict payload_types
     cdef uint8_t ssrc[4]
@@ -466,6 +466,7 @@ cdef class Lane:
         cdef Route route
         cdef Target target
         cdef Out out
+        cdef dict published, subscribers
         if length < 12:
             return 1
         first = p[0]
@@ -508,7 +509,8 @@ cdef class Lane:
         video = entry[1]
         forwarder = route.forwarder
         source = route.source
-        if forwarder._taps or forwarder._published.get(route.track_id) is not source:
+        published = forwarder._published
+        if forwarder._taps or published.get(route.track_id) is not source:
             return 1
         if source.media_ssrc != ssrc or source.keyframe_wanted or source.keyframe_urgent:
             return 1
@@ -526,7 +528,8 @@ cdef class Lane:
             return 1
 
         # Every subscriber must be in the steady state too, before anything changes.
-        targets = forwarder._targets.get(route.track_id)
+        subscribers = forwarder._targets
+        targets = subscribers.get(route.track_id)
         count = 0 if targets is None else PyList_GET_SIZE(targets)
         if count > MAX_TARGETS:
             return 1
@@ -592,16 +595,22 @@ cdef class Lane:
     cdef void _statistics(self, statistics, double clockrate, uint32_t seq,
                           uint32_t ts) except *:
         """aiortc's ``StreamStatistics.add`` for an in-order packet (the only kind here)."""
+        # Every value here is an RTP number, a clock in its units or a count: int64 holds
+        # them, as the Python ints aiortc keeps them in.
         cdef int64_t arrival = <int64_t>(_now(CLOCK_REALTIME) * clockrate)
-        statistics.packets_received += 1
+        cdef int64_t received = statistics.packets_received + 1
+        cdef int64_t last_timestamp, diff, jitter
+        statistics.packets_received = received
         if statistics.base_seq is None:
             statistics.base_seq = seq
         if seq < <uint32_t>statistics.max_seq:
             statistics.cycles += 1 << 16
         statistics.max_seq = seq
         last_timestamp = statistics._last_timestamp
-        if last_timestamp != ts and statistics.packets_received > 1:
-            diff = abs((arrival - statistics._last_arrival) - (ts - last_timestamp))
+        if last_timestamp != ts and received > 1:
+            diff = (arrival - <int64_t>statistics._last_arrival) - (<int64_t>ts - last_timestamp)
+            if diff < 0:
+                diff = -diff
             jitter = statistics._jitter_q4
             statistics._jitter_q4 = jitter + diff - ((jitter + 8) >> 4)
         statistics._last_arrival = arrival
