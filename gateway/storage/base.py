@@ -145,6 +145,10 @@ class Store(Protocol):
         """Mark the link's jti used. True for the first caller only, ever (until the
         link itself would have expired anyway, after which its signature refuses it)."""
 
+    async def link_used(self, jti: str) -> bool:
+        """Whether the link's jti was consumed. Only a hint for showing a page: redeeming
+        still goes through :meth:`consume_link`, the one atomic step."""
+
     # --- TOTP ---------------------------------------------------------------------------
 
     async def set_totp_secret(self, participant_id: str, secret: str) -> None:

@@ -250,6 +250,9 @@ class MemoryStore:
         self._used_jtis[jti] = expires_at
         return True
 
+    async def link_used(self, jti: str) -> bool:
+        return jti in self._used_jtis
+
     def _forget_expired_jtis(self, now: float) -> None:
         # An expired link is refused by its signature, so its jti need not be kept.
         if len(self._used_jtis) > 10_000:

@@ -1238,6 +1238,10 @@ class RedisStore:
         )
         return bool(first)
 
+    @_translate_errors
+    async def link_used(self, jti: str) -> bool:
+        return bool(await self._client.exists(self._key("jti", jti)))
+
     # --- TOTP ---------------------------------------------------------------------------
 
     @_translate_errors

@@ -161,6 +161,17 @@ async def test_used_link_is_refused_later_and_other_links_are_independent(store:
     assert await store.consume_link(other, expires_at=T0 + 600, now=T0) is True
 
 
+async def test_a_link_is_used_once_consumed_and_looking_does_not_consume_it(
+    store: Store,
+) -> None:
+    jti, other = new_id("jti"), new_id("jti")
+    assert await store.link_used(jti) is False
+    assert await store.link_used(jti) is False
+    assert await store.consume_link(jti, expires_at=T0 + 600, now=T0) is True
+    assert await store.link_used(jti) is True
+    assert await store.link_used(other) is False
+
+
 async def test_link_already_past_its_expiry_is_still_consumed_once(store: Store) -> None:
     jti = new_id("jti")
     assert await store.consume_link(jti, expires_at=T0 - 10, now=T0) is True
