@@ -1,5 +1,6 @@
 """CSRF defence for the few HTML forms: the Origin must be ours, and the form must
-carry a token bound to the browser session (HMAC under the signing keys)."""
+carry a token bound to the browser session (HMAC under the signing keys). A link's own
+form has no session yet: the Origin alone keeps other sites from posting it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from aiohttp import web
 from gateway.errors import NotAllowed
 from gateway.settings import Settings
 
-__all__ = ["check_form_request", "csrf_token"]
+__all__ = ["check_form_request", "check_origin", "csrf_token"]
 
 
 def _mac(key: str, session_hash: str) -> str:
@@ -29,10 +30,8 @@ def _token_ok(keys: Sequence[str], session_hash: str, presented: object) -> bool
     return any(hmac.compare_digest(_mac(key, session_hash), presented) for key in keys)
 
 
-def check_form_request(
-    request: web.Request, settings: Settings, session_hash: str, presented: object
-) -> None:
-    """Refuse a form post from another origin or without this session's token."""
+def check_origin(request: web.Request, settings: Settings) -> None:
+    """Refuse a post that another origin's page sent (Origin, else Fetch Metadata)."""
     origin = request.headers.get("Origin")
     fetch_site = request.headers.get("Sec-Fetch-Site")
     if origin == "null" and fetch_site == "same-origin":
@@ -43,5 +42,12 @@ def check_form_request(
         raise NotAllowed("form posted from another origin")
     if origin is None and fetch_site not in (None, "same-origin"):
         raise NotAllowed("form posted from another site")
+
+
+def check_form_request(
+    request: web.Request, settings: Settings, session_hash: str, presented: object
+) -> None:
+    """Refuse a form post from another origin or without this session's token."""
+    check_origin(request, settings)
     if not _token_ok(settings.secret_keys, session_hash, presented):
         raise NotAllowed("form token missing or wrong")
