@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from typing import Any
 
 import aiohttp
@@ -34,6 +35,7 @@ __all__ = [
     "RunningGateway",
     "SocketClient",
     "eventually",
+    "link_form",
     "running_gateway",
 ]
 
@@ -62,6 +64,28 @@ class Refused(socketio.exceptions.ConnectionError):  # type: ignore[misc]
         """The gateway's refusal code (``err.data.code`` in a browser), if it sent one."""
         detail = self.data.get("data") if isinstance(self.data, dict) else None
         return detail.get("code") if isinstance(detail, dict) else None
+
+
+class _LinkForm(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "form" and values.get("method") == "post":
+            self.action = values.get("action") or ""
+        if tag == "input" and values.get("type") == "hidden" and values.get("name"):
+            self.fields[str(values["name"])] = values.get("value") or ""
+
+
+def link_form(page: str) -> tuple[str, dict[str, str]]:
+    """The action and hidden fields of a link page's form (what a browser posts)."""
+    parsed = _LinkForm()
+    parsed.feed(page)
+    assert parsed.action, "the link page has a form that posts"
+    return parsed.action, parsed.fields
 
 
 @dataclass(frozen=True)
@@ -116,15 +140,26 @@ class Browser:
         return hash_session_token(self.cookie)
 
     async def open_link(self, path: str) -> int:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(self.gateway.url + path, allow_redirects=False) as resp,
-        ):
-            await resp.read()
-            morsel = resp.cookies.get(self.gateway.cookie_name)
-            if morsel is not None:
-                self.cookie = morsel.value
-            return resp.status
+        """Open a link as a browser does: GET its page (which uses nothing up and sets no
+        cookie), then post the page's form from the page's origin. The post's status:
+        303 once redeemed, with the session cookie kept."""
+        async with aiohttp.ClientSession() as http:
+            async with http.get(self.gateway.url + path, allow_redirects=False) as page:
+                body = await page.text()
+                assert page.status == 200, (page.status, body)
+                assert "Set-Cookie" not in page.headers
+            action, fields = link_form(body)
+            async with http.post(
+                self.gateway.url + action,
+                data=fields,
+                headers={"Origin": self.gateway.url},
+                allow_redirects=False,
+            ) as resp:
+                await resp.read()
+                morsel = resp.cookies.get(self.gateway.cookie_name)
+                if morsel is not None:
+                    self.cookie = morsel.value
+                return resp.status
 
     async def post_form(
         self,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from gateway.clock import Clock
 from gateway.domain.links import LinkClaims, LinkPurpose, LinkSigner
-from gateway.domain.model import BrowserSession, Participant, Role
+from gateway.domain.model import Appointment, BrowserSession, Participant, Role
 from gateway.domain.waiting_room import ParticipantEvent, sources_of, target_of
 from gateway.errors import LinkAlreadyUsed, LinkError, LinkInvalid, NotFound
 from gateway.services.audit import AuditLog
@@ -79,20 +79,42 @@ class LinkService:
         )
         return IssuedLink(url=f"{self._public_url}{_PATH_OF[purpose]}{token}", claims=claims)
 
+    async def check(self, purpose: LinkPurpose, token: object) -> None:
+        """Refuse a link that could not be redeemed now, without using it up: opening
+        a link only shows the page that redeems it (mail scanners and link previews open
+        links too). Any refusal is a :class:`LinkError`, as :meth:`redeem` gives it."""
+        try:
+            claims, participant, _ = await self._usable(purpose, token)
+            if await self._store.link_used(claims.jti):
+                raise LinkAlreadyUsed(purpose=purpose.value)
+            knocks = sources_of(ParticipantEvent.KNOCK)
+            if participant.role is Role.CLIENT and participant.state not in knocks:
+                # What redeeming would refuse when the client knocks (denied, removed).
+                raise LinkInvalid("the participant cannot knock now", purpose=purpose.value)
+        except LinkError as exc:
+            await self._refused(purpose, exc)
+            raise
+
     async def redeem(self, purpose: LinkPurpose, token: object) -> Redemption:
         """Redeem a link once. Any refusal is a :class:`LinkError` (one answer outside)."""
         try:
             return await self._redeem(purpose, token)
         except LinkError as exc:
-            await self._audit.record(
-                "link.refused",
-                actor="anonymous",
-                outcome=type(exc).__name__.lower(),
-                subjects={"purpose": purpose.value},
-            )
+            await self._refused(purpose, exc)
             raise
 
-    async def _redeem(self, purpose: LinkPurpose, token: object) -> Redemption:
+    async def _refused(self, purpose: LinkPurpose, exc: LinkError) -> None:
+        await self._audit.record(
+            "link.refused",
+            actor="anonymous",
+            outcome=type(exc).__name__.lower(),
+            subjects={"purpose": purpose.value},
+        )
+
+    async def _usable(
+        self, purpose: LinkPurpose, token: object
+    ) -> tuple[LinkClaims, Participant, Appointment]:
+        """What a link names, if it could be redeemed but for having been used."""
         claims = self._signer.verify(purpose, token)
         participant = await self._store.get_participant(claims.participant_id)
         appointment = await self._store.get_appointment(claims.appointment_id)
@@ -105,6 +127,10 @@ class LinkService:
             raise LinkInvalid("link names no such participant", purpose=purpose.value)
         if appointment.ended_at is not None:
             raise LinkInvalid("the appointment has ended", purpose=purpose.value)
+        return claims, participant, appointment
+
+    async def _redeem(self, purpose: LinkPurpose, token: object) -> Redemption:
+        claims, participant, appointment = await self._usable(purpose, token)
         now = self._clock.now()
         if not await self._store.consume_link(claims.jti, expires_at=claims.expires_at, now=now):
             raise LinkAlreadyUsed(purpose=purpose.value)

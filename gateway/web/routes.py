@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aiohttp import web
 
 from gateway.domain.links import LinkPurpose
@@ -16,7 +18,7 @@ from gateway.errors import (
     TotpReplayed,
 )
 from gateway.settings import Settings
-from gateway.web.csrf import check_form_request, csrf_token
+from gateway.web.csrf import check_form_request, check_origin, csrf_token
 from gateway.web.keys import SERVICES, SETTINGS
 from gateway.web.pages import fragment, render
 
@@ -37,23 +39,56 @@ async def health(request: web.Request) -> web.Response:
 
 
 @routes.get("/j/{token}")
+async def open_client_link(request: web.Request) -> web.Response:
+    return await _link_page(request, LinkPurpose.CLIENT_JOIN, "Opening your session…")
+
+
+@routes.post("/j/{token}")
 async def redeem_client_link(request: web.Request) -> web.Response:
     return await _redeem(request, LinkPurpose.CLIENT_JOIN, "/join")
 
 
 @routes.get("/h/{token}")
+async def open_host_link(request: web.Request) -> web.Response:
+    return await _link_page(request, LinkPurpose.HOST_SIGN_IN, "Opening your console…")
+
+
+@routes.post("/h/{token}")
 async def redeem_host_link(request: web.Request) -> web.Response:
     return await _redeem(request, LinkPurpose.HOST_SIGN_IN, "/host")
+
+
+#: The link page's hidden field that carries "opened in a cross-site frame" to its post.
+_FRAME_FIELD = "frame"
+_CROSS_SITE = "cross-site"
+
+
+async def _link_page(request: web.Request, purpose: LinkPurpose, heading: str) -> web.Response:
+    """Opening a link (GET, HEAD) uses nothing up: mail scanners and link previews open
+    links too. A refused link gets its page here; a usable one a form that posts to
+    itself at once (static/client/open-link.js), or on "Continue" without scripts."""
+    await request.app[SERVICES].links.check(purpose, request.match_info["token"])
+    return render(
+        "open_link.html",
+        title=heading.rstrip("…"),
+        heading=heading,
+        action=request.path,
+        frame=_CROSS_SITE if _opened_in_cross_site_frame(request) else "",
+    )
 
 
 async def _redeem(request: web.Request, purpose: LinkPurpose, landing: str) -> web.Response:
     services = request.app[SERVICES]
     settings = request.app[SETTINGS]
+    # No session yet, so no form token: the Origin keeps other sites from posting a link
+    # (and signing a browser in to someone else's session).
+    check_origin(request, settings)
+    form = await request.post()
     redemption = await services.links.redeem(purpose, request.match_info["token"])
     # 303 to a URL without the token; no-referrer keeps it out of the next request.
     response = web.Response(status=303, headers={"Location": landing, "Cache-Control": "no-store"})
     max_age = int(redemption.session.expires_at - redemption.session.created_at)
-    if settings.secure_cookies and _in_cross_site_frame(request):
+    if settings.secure_cookies and _posted_in_cross_site_frame(request, form):
         # In a platform's frame the cookie is third-party: SameSite=None, kept in the
         # platform's partition only (CHIPS; docs/decisions/0005). Written by hand:
         # Python's cookies know no Partitioned attribute before 3.14.
@@ -75,11 +110,20 @@ async def _redeem(request: web.Request, purpose: LinkPurpose, landing: str) -> w
     return response
 
 
-def _in_cross_site_frame(request: web.Request) -> bool:
+def _opened_in_cross_site_frame(request: web.Request) -> bool:
     """Whether the browser loads this in a frame of another site (Fetch Metadata)."""
     return (
         request.headers.get("Sec-Fetch-Dest") == "iframe"
         and request.headers.get("Sec-Fetch-Site") == "cross-site"
+    )
+
+
+def _posted_in_cross_site_frame(request: web.Request, form: Mapping[str, object]) -> bool:
+    """Whether the link page's post comes from a cross-site frame. The post itself is
+    same-origin (the frame's page posts to its own origin), so the page carries what its
+    GET saw; it counts only for a post that a frame makes."""
+    return (
+        form.get(_FRAME_FIELD) == _CROSS_SITE and request.headers.get("Sec-Fetch-Dest") == "iframe"
     )
 
 

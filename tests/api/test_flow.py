@@ -20,6 +20,8 @@ from gateway.storage import MemoryStore, RedisStore
 from tests.api.conftest import API, Tenant, call, provision, services_of
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+#: A link's page posts its form from the gateway's own origin (make_settings' public URL).
+OURS = {"Origin": "http://127.0.0.1:8080"}
 
 
 def path_of(url: str) -> str:
@@ -90,9 +92,12 @@ async def test_platform_sets_up_a_session_and_the_client_link_works_once(
     assert TIME.match(link["expires_at"])
     assert "/j/" in link["url"]
 
-    first = await client.get(path_of(link["url"]), allow_redirects=False)
+    # Opening it uses nothing up; its page's post redeems it, once.
+    opened = await client.get(path_of(link["url"]), allow_redirects=False)
+    assert opened.status == 200
+    first = await client.post(path_of(link["url"]), headers=OURS, allow_redirects=False)
     assert first.status == 303
-    second = await client.get(path_of(link["url"]), allow_redirects=False)
+    second = await client.post(path_of(link["url"]), headers=OURS, allow_redirects=False)
     assert second.status == 410
 
     seen = await call(client, "GET", f"/appointments/{appointment['id']}", tenant, expect=200)
@@ -109,7 +114,8 @@ async def test_a_host_participant_gets_a_sign_in_link(client: TestClient, tenant
         client, "POST", f"/participants/{ids.host_participant_id}/links", tenant, expect=201
     )
     assert "/h/" in link["url"]
-    resp = await client.get(path_of(link["url"]), allow_redirects=False)
+    assert (await client.get(path_of(link["url"]), allow_redirects=False)).status == 200
+    resp = await client.post(path_of(link["url"]), headers=OURS, allow_redirects=False)
     assert (resp.status, resp.headers["Location"]) == (303, "/host")
 
 

@@ -9,6 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.domain.apikeys import parse_presented
+from gateway.web import SETTINGS
 from tests.api.conftest import API, Tenant, call, provision, services_of
 
 
@@ -22,8 +23,11 @@ async def test_keys_secrets_and_tokens_stay_out_of_the_logs(
         client, "POST", f"/participants/{ids.host_participant_id}/totp", tenant, expect=201
     )
     token = link["url"].rsplit("/j/", 1)[1]
+    origin = {"Origin": client.app[SETTINGS].public_origin}
+    await client.get(f"/j/{token}", allow_redirects=False)  # the page
     for _ in range(2):  # redeemed, then refused
-        await client.get(f"/j/{token}", allow_redirects=False)
+        await client.post(f"/j/{token}", headers=origin, allow_redirects=False)
+    await client.get(f"/j/{token}", allow_redirects=False)  # refused
     # Refusals log too: a wrong secret for the real key id, a revoked key, a bad body.
     _, secret = parse_presented(tenant.key)
     wrong = tenant.key[: -len(secret)] + secret[::-1]
@@ -41,6 +45,8 @@ async def test_keys_secrets_and_tokens_stay_out_of_the_logs(
         + [repr(record.__dict__) for record in caplog.records]
     )
     assert "api key refused" in logged  # the test did see the logs it meant to
-    assert "GET /j/… 303" in logged
+    assert "GET /j/… 200" in logged
+    assert "POST /j/… 303" in logged
+    assert "GET /j/… 410" in logged
     for secret_text in (tenant.key, secret, wrong, token, totp_secret, enrolment["otpauth_uri"]):
         assert secret_text not in logged

@@ -10,7 +10,15 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from gateway.domain.model import RoomPolicy
-from tests.browser.kit import bounded, client_to_waiting, host_console, new_tab, totp_now
+from gateway.domain.waiting_room import ParticipantState
+from tests.browser.kit import (
+    SCREENSHOTS,
+    bounded,
+    client_to_waiting,
+    host_console,
+    new_tab,
+    totp_now,
+)
 from tests.factories import CLIENT_NAME
 from tests.gateway_harness import RunningGateway
 
@@ -62,6 +70,38 @@ async def test_a_used_link_shows_the_used_link_page(
     assert response.status == 410
     await expect(again.page.locator("h1")).to_have_text("This link can't be used")
     await expect(again.page.locator("main")).to_contain_text("ask your therapist")
+
+
+async def test_a_link_opens_with_scripts_off_by_pressing_continue(
+    gateway: RunningGateway, chromium: Browser
+) -> None:
+    """Opening the link only shows its page; without scripts the person presses
+    Continue, which posts the page's form and redeems the link."""
+    seeded = await gateway.seed()
+    context = await chromium.new_context(java_script_enabled=False)
+    context.set_default_timeout(8000)
+    page = await context.new_page()
+    response = await page.goto(gateway.url + seeded.client_path)
+    assert response is not None
+    assert response.status == 200
+    await expect(page.locator("h1")).to_have_text("Opening your session…")
+    participant = await gateway.services.store.get_participant(seeded.client.id)
+    assert participant is not None
+    assert participant.state is ParticipantState.INVITED  # nothing used up yet
+    assert await context.cookies() == []
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=SCREENSHOTS / "link-page-without-scripts.png", full_page=True)
+
+    await page.get_by_role("button", name="Continue").click()
+    await page.wait_for_url(gateway.url + "/join")
+    # The client's page (not "Open your link"): the session is there. (That page needs
+    # scripts; Chromium with scripts turned off by the test still hides its <noscript>.)
+    await expect(page.locator("#loading-title")).to_have_text("Getting your waiting room ready…")
+    assert [c["name"] for c in await context.cookies()] == [gateway.cookie_name]
+    participant = await gateway.services.store.get_participant(seeded.client.id)
+    assert participant is not None
+    assert participant.state is ParticipantState.KNOCKING
+    await context.close()
 
 
 async def test_a_wrong_code_shows_a_plain_error(gateway: RunningGateway, chromium: Browser) -> None:

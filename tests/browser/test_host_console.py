@@ -113,6 +113,7 @@ async def test_waiting_times_read_plainly(gateway: RunningGateway, chromium: Bro
     tab = await new_tab(chromium)
     seeded = await gateway.seed()
     await tab.page.goto(gateway.url + seeded.client_path)
+    await tab.page.wait_for_url(gateway.url + "/join")
     ui = await tab.page.evaluate(
         """async () => {
             const src = document.querySelector("script[type=module]").src;

@@ -124,6 +124,7 @@ async def test_every_screen(
     host = await new_tab(chromium, viewport=viewport)
     console = host.page
     await console.goto(gateway.url + seeded.host_path)
+    await expect(console.get_by_role("button", name="Show my set-up code")).to_be_visible()
     await album.shoot(console, "host-enrol-offer")
     await console.get_by_role("button", name="Show my set-up code").click()
     await album.shoot(console, "host-enrol")

@@ -60,6 +60,7 @@ async def _pages(gateway: RunningGateway) -> dict[str, str]:
     """Every kind of page a browser can be shown, by name."""
     seeded = await gateway.seed()
     pages: dict[str, str] = {}
+    _, pages["link"] = await gateway.browser().get(seeded.client_path)
     client = gateway.browser()
     assert await client.open_link(seeded.client_path) == 303
     _, pages["join"] = await client.get("/join")
@@ -96,6 +97,7 @@ async def test_every_page_loads_only_its_own_files_and_nothing_inline(
                 async with http.get(gateway.url + url) as resp:
                     assert resp.status == 200, (name, url)
     assert f"/static/{version}/join.js" in _loads_of(pages["join"])
+    assert f"/static/{version}/open-link.js" in _loads_of(pages["link"])
     assert f"/static/{version}/host.js" in _loads_of(pages["host console"])
 
 

@@ -40,10 +40,14 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def status_of(url: str, headers: dict[str, str] | None = None) -> int:
+def status_of(url: str, headers: dict[str, str] | None = None, *, post: bool = False) -> int:
+    """The status of a GET (or of an empty form POST) to ``url``, without redirects."""
     opener = urllib.request.build_opener(_NoRedirect)
+    request = urllib.request.Request(
+        url, headers=headers or {}, data=b"" if post else None, method="POST" if post else "GET"
+    )
     try:
-        with opener.open(urllib.request.Request(url, headers=headers or {}), timeout=10) as resp:
+        with opener.open(request, timeout=10) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         exc.close()
@@ -102,7 +106,10 @@ def test_demo_prints_labelled_links_and_the_client_link_works_once(tmp_path: Pat
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/h/[\w.-]+", links["Host sign-in link"])
         assert links["Host TOTP enrolment"].startswith("otpauth://totp/")
         client = links["Client link"]
-        assert status_of(client) == 303
+        origin = {"Origin": client.split("/j/")[0]}
+        assert status_of(client) == 200  # the page: opening it uses nothing up
+        assert status_of(client, origin, post=True) == 303
+        assert status_of(client, origin, post=True) == 410
         assert status_of(client) == 410
         health = client.split("/j/")[0] + "/healthz"
         assert status_of(health) == 200
@@ -118,7 +125,8 @@ def test_demo_prints_labelled_links_and_the_client_link_works_once(tmp_path: Pat
             process.stdout.close()
     assert code == 0
     logged = stderr_path.read_text()
-    assert "GET /j/… 303" in logged
+    assert "GET /j/… 200" in logged
+    assert "POST /j/… 303" in logged
     for link in links.values():
         token = link.rsplit("/", 1)[-1]
         assert token not in logged

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import socketio
 
-from tests.gateway_harness import Refused, SocketClient
+from tests.gateway_harness import Refused, SocketClient, link_form
 
 __all__ = ["REPO", "ServeProcess", "WebBrowser", "form_csrf", "serve_process"]
 
@@ -133,6 +133,21 @@ class WebBrowser:
             return resp.status, body, dict(resp.headers)
 
     async def post_form(self, path: str, form: dict[str, str]) -> tuple[int, str]:
+        status, body, _ = await self._post(path, form)
+        return status, body
+
+    async def open_link(self, path: str) -> tuple[int, dict[str, str]]:
+        """Open a link as a browser does: its page (which sets no cookie), then its form
+        posted; the post's status and headers (303 once redeemed, the cookie kept)."""
+        status, page, headers = await self.get(path)
+        assert status == 200, (status, page)
+        assert "Set-Cookie" not in headers
+        action, fields = link_form(page)
+        status, _, headers = await self._post(action, fields)
+        return status, headers
+
+    async def _post(self, path: str, form: dict[str, str]) -> tuple[int, str, dict[str, str]]:
+        """POST a form from this origin; keeps a session cookie it is given."""
         async with (
             self._session() as http,
             http.post(
@@ -142,7 +157,11 @@ class WebBrowser:
                 allow_redirects=False,
             ) as resp,
         ):
-            return resp.status, await resp.text()
+            body = await resp.text()
+            morsel = resp.cookies.get(self.cookie_name)
+            if morsel is not None:
+                self.cookie = morsel.value
+            return resp.status, body, dict(resp.headers)
 
     async def socket(self, namespace: str, *, transport: str = "websocket") -> SocketClient:
         """A Socket.IO connection as the gateway's pages open it; :class:`Refused` when

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.domain.audit import AuditEntry
+from gateway.domain.waiting_room import ParticipantState
 from gateway.errors import StoreUnavailable
 from gateway.metrics import AuthFailure, GatewayMetrics, MediaKind, RetentionKind
 from gateway.services.events import Event, EventKind
@@ -169,10 +170,16 @@ async def test_a_draining_gateway_is_not_ready_and_refuses_links() -> None:
         status, body, _ = await fetch(gateway, "/readyz")
         assert status == 503
         assert "restarting" in body
-        status, page = await client.get(seeded.client_path)
-        assert status == 503
-        assert "The service is restarting" in page
-        assert "has not been used up" in page
+        for status, page in (
+            await client.get(seeded.client_path),
+            await client.post_form(seeded.client_path, {"frame": ""}),
+        ):
+            assert status == 503
+            assert "The service is restarting" in page
+            assert "has not been used up" in page
+        participant = await gateway.services.store.get_participant(seeded.client.id)
+        assert participant is not None
+        assert participant.state is ParticipantState.INVITED  # the link was not redeemed
         # Connected browsers heard it, with when to come back.
         restarting = await first_socket.wait_for("restarting")
         assert restarting == {"retry_after": gateway.settings.shutdown_drain + 2}

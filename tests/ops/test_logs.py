@@ -236,7 +236,7 @@ async def drive_whole_flow(base: str, api_key: str, receiver: Receiver) -> Expos
 
     # The host signs in: one wrong code, then the right one.
     host_browser = WebBrowser(base)
-    assert (await host_browser.get(_path(host_link)))[0] == 303
+    assert (await host_browser.open_link(_path(host_link)))[0] == 303
     status, page, _ = await host_browser.get("/host")
     assert status == 200, page
     host_wrong = wrong_codes(host_secret, 1)[0]
@@ -255,7 +255,7 @@ async def drive_whole_flow(base: str, api_key: str, receiver: Receiver) -> Expos
 
     # The client: link, enrolment, a wrong code, the right one, the queue.
     client_browser = WebBrowser(base)
-    assert (await client_browser.get(_path(client_link)))[0] == 303
+    assert (await client_browser.open_link(_path(client_link)))[0] == 303
     seen.add(client_browser.cookie)
     sock = await client_browser.socket("/client")
     enrolled = await sock.call("identity.enrol")
@@ -411,7 +411,7 @@ async def test_a_whole_flow_logs_no_secret_or_name_in_process(
         + [repr(record.__dict__) for record in caplog.records]
         + [formatter.format(record) for record in caplog.records]
     )
-    assert "GET /j/… 303" in logged  # the test saw the logs it meant to
+    assert "POST /j/… 303" in logged  # the test saw the logs it meant to
     assert "api key refused" in logged
     assert_nothing_exposed(logged, seen, "log records")
     assert_webhooks_clean(receiver, seen, webhook_secret)

@@ -72,7 +72,7 @@ async def test_a_denied_or_removed_client_stays_out(
     link = await gateway.services.links.issue(
         LinkPurpose.CLIENT_JOIN, participant_id=client_id, actor="test"
     )
-    assert await gateway.browser().open_link("/j/" + link.url.rsplit("/j/", 1)[1]) == 410
+    assert (await gateway.browser().get("/j/" + link.url.rsplit("/j/", 1)[1]))[0] == 410
 
     # Nor be let in later.
     target = {"participant_id": client_id}
@@ -237,7 +237,7 @@ async def test_ending_the_session_shuts_every_door(gateway: RunningGateway) -> N
         with pytest.raises(Refused) as refused:
             await browser.socket(namespace)
         assert refused.value.code == "unauthenticated", namespace
-    assert await gateway.browser().open_link(unused.path) == 410
+    assert (await gateway.browser().get(unused.path))[0] == 410
     with pytest.raises(NotFound):
         await gateway.services.links.issue(
             LinkPurpose.CLIENT_JOIN, participant_id=seeded.client.id, actor="test"

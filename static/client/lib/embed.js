@@ -2,8 +2,8 @@
 // ended, recording), and nobody else.
 //
 // The embed SDK (embed/quietroom-embed.js) puts the embedding page's origin in the frame
-// URL's fragment, "#embed=<origin>"; the fragment survives the link's redirect to /join
-// and never reaches the server. We post only to that exact origin, and only if the
+// URL's fragment, "#embed=<origin>"; the link's page posts with it (open-link.js), the
+// fragment survives the redirect to /join, and it never reaches the server. We post only to that exact origin, and only if the
 // gateway lists it among the origins allowed to frame it (QUIETROOM_FRAME_ANCESTORS, in
 // the page's data-embedders), so a page that frames us some other way hears nothing.
 
