@@ -13,8 +13,11 @@ socket). That is interrupt coalescing, as network cards do it: a packet waits at
 Only media sets the pace. A turn that read no media datagram (an idle gateway, a chain
 of Redis round trips, the HTTP API with no call running) polls at once, so that chain
 runs at full speed; while media flows, any other I/O may wait up to ``interval`` per
-poll as well. Callbacks that are ready now are never held back (asyncio then polls
-with a timeout of 0), and timers are not made late by the wait.
+poll as well. Callbacks that are ready now, and timers, are never held back: when asyncio
+asks for a poll before the next one is due (a timeout of 0 for ready callbacks, the time
+to its next timer otherwise), the selector returns without polling once that time has
+come, and the I/O waits for the poll that is due. So while media flows, I/O is polled
+once per interval, whatever else wakes the loop.
 
 ``QUIETROOM_MEDIA_POLL_INTERVAL_US`` sets it, in microseconds (0 turns it off).
 """
@@ -52,21 +55,29 @@ class PollingSelector(selectors.DefaultSelector):
         self._sleep = sleep
         self._polled = -interval
         self._seen = activity()
-        #: Polls that waited first, and the seconds they waited (for tests and profiles).
+        #: Polls that waited first; calls that did not poll (callbacks or a timer were
+        #: due first); the seconds both waited (for tests and profiles).
         self.waits = 0
+        self.skipped = 0
         self.waited = 0.0
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        # timeout 0: callbacks are ready now, and asyncio only looks for more I/O.
-        if (timeout is None or timeout > 0) and self._activity() != self._seen:
-            wait = min(self._polled + self.interval - self._clock(), self.interval)
-            if wait > 0:
-                if timeout is not None:
-                    wait = min(wait, timeout)
-                    timeout -= wait
-                self._sleep(wait)
+        if self._activity() != self._seen:
+            due = min(self._polled + self.interval - self._clock(), self.interval)
+            if due > 0:
+                if timeout is not None and timeout < due:
+                    # Callbacks are ready (timeout 0) or a timer is due before the next
+                    # poll: they run now, and I/O waits for that poll.
+                    if timeout > 0:
+                        self._sleep(timeout)
+                        self.waited += timeout
+                    self.skipped += 1
+                    return []
+                self._sleep(due)
                 self.waits += 1
-                self.waited += wait
+                self.waited += due
+                if timeout is not None:
+                    timeout -= due
         try:
             return super().select(timeout)
         finally:

@@ -108,21 +108,43 @@ def test_media_after_a_quiet_spell_is_read_at_once(
     assert clock.slept == []
 
 
-def test_ready_callbacks_are_never_held_back(clock: Clock, media: Media, selector: Probed) -> None:
+def test_ready_callbacks_run_at_once_and_io_waits_for_the_next_poll(
+    clock: Clock, media: Media, selector: Probed
+) -> None:
     selector.select(None)
     media.read += 1
-    selector.select(0)  # asyncio polls with 0 when callbacks are waiting to run
+    # asyncio asks with timeout 0 when callbacks are waiting to run: they run at once,
+    # without a poll, and the I/O waits for the next poll, one interval after the last.
+    assert selector.select(0) == []
     assert clock.slept == []
+    assert selector.timeouts == [None]
+    assert selector.skipped == 1
+
+
+def test_busy_callbacks_still_let_io_be_polled_once_per_interval(
+    clock: Clock, media: Media, selector: Probed
+) -> None:
+    selector.select(None)
+    media.read += 1
+    for _ in range(3):
+        clock.now += 0.0005
+        assert selector.select(0) == []
+    clock.now += 0.0005  # an interval since the last poll
+    assert selector.select(0)  # the socket that is always readable
     assert selector.timeouts == [None, 0]
+    assert clock.slept == []
 
 
 def test_a_timer_is_not_made_late_by_the_wait(clock: Clock, media: Media, selector: Probed) -> None:
     selector.select(None)
     media.read += 1
     clock.now += 0.0005
-    selector.select(0.0007)  # a timer is due in 0.7 ms: the wait stops there
+    assert selector.select(0.0007) == []  # a timer is due in 0.7 ms: it runs then
     assert clock.slept == [0.0007]
-    assert selector.timeouts == [None, 0]
+    assert selector.timeouts == [None]  # and the poll waits for the interval's end
+    assert selector.select(10.0)
+    assert clock.slept == [0.0007, 0.0008]
+    assert selector.timeouts == [None, 9.9992]
 
 
 def test_a_clock_that_steps_back_waits_one_interval_at_most(
