@@ -560,7 +560,9 @@ def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> N
 
 
 class SenderSink:
-    """Raw RTP/RTCP out on a sender's transport, and what its sender reports say."""
+    """Raw RTP/RTCP out on a sender's transport, and what its sender reports say.
+
+    ``_leg`` and ``_sender`` are never replaced (the compiled path keeps them)."""
 
     __slots__ = ("_leg", "_sender")
 
@@ -588,6 +590,8 @@ class SenderSink:
 
 class _Leg:
     """Sends SRTP and SRTCP on one DTLS transport's nominated pair, synchronously.
+
+    ``_nominated`` and ``_dtls`` are never replaced (the compiled path keeps them).
 
     What ``RTCDtlsTransport._send_rtp`` and ``Connection.sendto`` do, minus the two
     coroutines per packet. The pair's ``protocol.transport`` is a UDP socket's transport

@@ -13,6 +13,8 @@ and writes the very objects the Python path uses, so there is one state and noth
 synchronise. Anything else (RTX, a new SSRC, a gap, a new subscriber, a tap, an
 extension it does not check, a leg that is not a plain UDP socket) returns the
 unprotected packet and the Python path does the rest, as it did before this module.
+What never changes while a subscriber exists (its parts, its header's fixed bytes) is
+looked up once, in a :class:`Target`; its state is still read from the Python objects.
 
 SRTP is the session pylibsrtp made for aiortc, called through libsrtp's own functions
 (pointers taken from pylibsrtp's cffi module when `_aiortc` is imported), so both
