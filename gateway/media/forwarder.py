@@ -139,6 +139,7 @@ class RoomForwarder:
         self._targets: dict[str, list[SubscribedTrack]] = {}
         self._closed: MediaCloseReason | None = None
         self._taps: list[PacketTap] = []
+        #: Never replaced: the compiled path keeps a reference to it.
         self.stats = ForwarderStats()
 
     # --- membership ---------------------------------------------------------------------

@@ -95,7 +95,11 @@ def _rtx_apts(codecs: Sequence[RTCRtpCodecParameters]) -> dict[int, int]:
 
 
 class PublishedTrack:
-    """One publisher's incoming audio or video, as negotiated on the publisher's leg."""
+    """One publisher's incoming audio or video, as negotiated on the publisher's leg.
+
+    Its ``counters`` and ``missing`` are never replaced once made: the compiled path
+    keeps references to them.
+    """
 
     def __init__(
         self,
