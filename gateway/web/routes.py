@@ -40,7 +40,14 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/j/{token}")
 async def open_client_link(request: web.Request) -> web.Response:
-    return await _link_page(request, LinkPurpose.CLIENT_JOIN, "Opening your session…")
+    return await _link_page(
+        request,
+        LinkPurpose.CLIENT_JOIN,
+        heading="Join your session",
+        lead="This link works once. When you're ready, press the button below. You'll wait "
+        "in the waiting room until your therapist lets you in.",
+        button="Join the waiting room",
+    )
 
 
 @routes.post("/j/{token}")
@@ -50,7 +57,13 @@ async def redeem_client_link(request: web.Request) -> web.Response:
 
 @routes.get("/h/{token}")
 async def open_host_link(request: web.Request) -> web.Response:
-    return await _link_page(request, LinkPurpose.HOST_SIGN_IN, "Opening your console…")
+    return await _link_page(
+        request,
+        LinkPurpose.HOST_SIGN_IN,
+        heading="Open your console",
+        lead="This sign-in link works once. Press the button below to continue.",
+        button="Open my console",
+    )
 
 
 @routes.post("/h/{token}")
@@ -63,15 +76,20 @@ _FRAME_FIELD = "frame"
 _CROSS_SITE = "cross-site"
 
 
-async def _link_page(request: web.Request, purpose: LinkPurpose, heading: str) -> web.Response:
+async def _link_page(
+    request: web.Request, purpose: LinkPurpose, *, heading: str, lead: str, button: str
+) -> web.Response:
     """Opening a link (GET, HEAD) uses nothing up: mail scanners and link previews open
     links too. A refused link gets its page here; a usable one a form that posts to
-    itself at once (static/client/open-link.js), or on "Continue" without scripts."""
+    itself when the person presses its button, or at once inside a platform's frame
+    (static/client/open-link.js)."""
     await request.app[SERVICES].links.check(purpose, request.match_info["token"])
     return render(
         "open_link.html",
-        title=heading.rstrip("…"),
+        title=heading,
         heading=heading,
+        lead=lead,
+        button=button,
         action=request.path,
         frame=_CROSS_SITE if _opened_in_cross_site_frame(request) else "",
     )

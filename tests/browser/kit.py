@@ -28,6 +28,8 @@ __all__ = [
     "client_to_waiting",
     "host_console",
     "new_tab",
+    "open_link",
+    "press_link_button",
     "totp_now",
     "video_frames_decoded",
 ]
@@ -201,6 +203,24 @@ async def totp_now(gateway: RunningGateway, participant_id: str) -> str:
     return str(pyotp.TOTP(secret).now())
 
 
+#: A link page's button, and where its post leads, by the link's kind (/j/…, /h/…).
+_LINK_BUTTONS = {"/j/": ("Join the waiting room", "/join"), "/h/": ("Open my console", "/host")}
+
+
+async def open_link(page: Page, gateway: RunningGateway, link_path: str) -> None:
+    """Open a link at top level and press its page's button, as the person does (the page
+    never posts by itself there: docs/decisions/0011); returns on the page it leads to."""
+    await page.goto(gateway.url + link_path)
+    await press_link_button(page, gateway, link_path)
+
+
+async def press_link_button(page: Page, gateway: RunningGateway, link_path: str) -> None:
+    """On a link's page (top level): press its button, wait for the page it leads to."""
+    button, landing = _LINK_BUTTONS[link_path[:3]]
+    await page.get_by_role("button", name=button).click()
+    await page.wait_for_url(gateway.url + landing)
+
+
 async def client_to_waiting(
     tab: Tab,
     gateway: RunningGateway,
@@ -211,7 +231,7 @@ async def client_to_waiting(
 ) -> None:
     """Open the link, check devices, set up and type the sign-in code, and wait."""
     page = tab.page
-    await page.goto(gateway.url + link_path)
+    await open_link(page, gateway, link_path)
     await expect(page.locator("#screen-welcome")).to_be_visible()
     await page.click("#check-start")
     await expect(page.locator("#check-continue")).to_be_visible()
@@ -227,7 +247,7 @@ async def host_console(browser: Browser, gateway: RunningGateway, seeded: Seeded
     """The host opens the sign-in link, sets up the app, signs in with a code: console."""
     tab = await new_tab(browser)
     page = tab.page
-    await page.goto(gateway.url + seeded.host_path)
+    await open_link(page, gateway, seeded.host_path)
     await page.get_by_role("button", name="Show my set-up code").click()
     await page.fill("#code", await totp_now(gateway, seeded.host.id))
     await page.get_by_role("button", name="Sign in").click()

@@ -17,6 +17,7 @@ from tests.browser.kit import (
     client_to_waiting,
     host_console,
     new_tab,
+    open_link,
     totp_now,
 )
 from tests.factories import CLIENT_NAME
@@ -61,7 +62,7 @@ async def test_a_used_link_shows_the_used_link_page(
 ) -> None:
     seeded = await gateway.seed()
     first = await new_tab(chromium)
-    await first.page.goto(gateway.url + seeded.client_path)
+    await open_link(first.page, gateway, seeded.client_path)
     await expect(first.page.locator("#screen-welcome")).to_be_visible()
 
     again = await new_tab(chromium)
@@ -72,11 +73,49 @@ async def test_a_used_link_shows_the_used_link_page(
     await expect(again.page.locator("main")).to_contain_text("ask your therapist")
 
 
-async def test_a_link_opens_with_scripts_off_by_pressing_continue(
+async def test_a_link_waits_for_its_button_at_top_level(
     gateway: RunningGateway, chromium: Browser
 ) -> None:
-    """Opening the link only shows its page; without scripts the person presses
-    Continue, which posts the page's form and redeems the link."""
+    """A mail scanner that renders the link in a browser, scripts and all, uses nothing
+    up: at top level the page waits for the person's press, which posts once."""
+    seeded = await gateway.seed()
+    tab = await new_tab(chromium)
+    page = tab.page
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    # A fragment shows that the page's script ran: it puts it in the form's action.
+    response = await page.goto(gateway.url + seeded.client_path + "#top")
+    assert response is not None
+    assert response.status == 200
+    await expect(page.locator("#open-link")).to_have_attribute(
+        "action", seeded.client_path + "#top"
+    )
+    await expect(page.locator("h1")).to_have_text("Join your session")
+    await page.wait_for_timeout(1500)
+    assert page.url == gateway.url + seeded.client_path + "#top"
+    assert posts == []
+    assert await page.context.cookies() == []
+    participant = await gateway.services.store.get_participant(seeded.client.id)
+    assert participant is not None
+    assert participant.state is ParticipantState.INVITED  # nothing used up
+
+    # An impatient double press posts once.
+    await page.get_by_role("button", name="Join the waiting room").dblclick()
+    await page.wait_for_url(gateway.url + "/join#top")
+    await expect(page.locator("#screen-welcome")).to_be_visible()
+    assert posts == [gateway.url + seeded.client_path]
+    assert [c["name"] for c in await page.context.cookies()] == [gateway.cookie_name]
+    participant = await gateway.services.store.get_participant(seeded.client.id)
+    assert participant is not None
+    assert participant.state is ParticipantState.KNOCKING
+    tab.assert_no_errors()
+
+
+async def test_a_link_opens_with_scripts_off_by_pressing_its_button(
+    gateway: RunningGateway, chromium: Browser
+) -> None:
+    """Opening the link only shows its page; without scripts the person presses its
+    button all the same, which posts the page's form and redeems the link."""
     seeded = await gateway.seed()
     context = await chromium.new_context(java_script_enabled=False)
     context.set_default_timeout(8000)
@@ -84,7 +123,7 @@ async def test_a_link_opens_with_scripts_off_by_pressing_continue(
     response = await page.goto(gateway.url + seeded.client_path)
     assert response is not None
     assert response.status == 200
-    await expect(page.locator("h1")).to_have_text("Opening your session…")
+    await expect(page.locator("h1")).to_have_text("Join your session")
     participant = await gateway.services.store.get_participant(seeded.client.id)
     assert participant is not None
     assert participant.state is ParticipantState.INVITED  # nothing used up yet
@@ -92,7 +131,7 @@ async def test_a_link_opens_with_scripts_off_by_pressing_continue(
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=SCREENSHOTS / "link-page-without-scripts.png", full_page=True)
 
-    await page.get_by_role("button", name="Continue").click()
+    await page.get_by_role("button", name="Join the waiting room").click()
     await page.wait_for_url(gateway.url + "/join")
     # The client's page (not "Open your link"): the session is there. (That page needs
     # scripts; Chromium with scripts turned off by the test still hides its <noscript>.)
@@ -108,7 +147,7 @@ async def test_a_wrong_code_shows_a_plain_error(gateway: RunningGateway, chromiu
     seeded = await gateway.seed()
     tab = await new_tab(chromium)
     page = tab.page
-    await page.goto(gateway.url + seeded.client_path)
+    await open_link(page, gateway, seeded.client_path)
     await page.click("#check-start")
     await page.click("#check-continue")
     await expect(page.locator("#enrol")).to_be_visible()
@@ -169,7 +208,7 @@ async def test_the_way_in_works_with_the_keyboard_alone(
     tab = await new_tab(chromium)
     page = tab.page
     announcer = page.locator("#announcer")
-    await page.goto(gateway.url + seeded.client_path)
+    await open_link(page, gateway, seeded.client_path)
     await expect(page.locator("#welcome-title")).to_be_focused()
     await expect(announcer).to_have_text("Welcome.")
     await page.keyboard.press("Tab")

@@ -7,7 +7,7 @@ import pyotp
 import pytest
 from playwright.async_api import Browser, expect
 
-from tests.browser.kit import bounded, host_console, new_tab, totp_now
+from tests.browser.kit import bounded, host_console, new_tab, open_link, totp_now
 from tests.factories import CLIENT_NAME
 from tests.gateway_harness import RunningGateway
 
@@ -64,7 +64,7 @@ async def test_knocks_are_heard_and_the_room_can_be_locked_and_emptied(
     invite = await gateway.invite_client(seeded, SECOND_CLIENT)
     other = await new_tab(chromium)
     page = other.page
-    await page.goto(gateway.url + invite.path)
+    await open_link(page, gateway, invite.path)
     await page.click("#check-start")
     await page.click("#check-continue")
     await expect(page.locator("#enrol")).to_be_visible()
@@ -112,8 +112,7 @@ async def test_the_host_is_told_when_a_client_is_locked_out(
 async def test_waiting_times_read_plainly(gateway: RunningGateway, chromium: Browser) -> None:
     tab = await new_tab(chromium)
     seeded = await gateway.seed()
-    await tab.page.goto(gateway.url + seeded.client_path)
-    await tab.page.wait_for_url(gateway.url + "/join")
+    await open_link(tab.page, gateway, seeded.client_path)
     ui = await tab.page.evaluate(
         """async () => {
             const src = document.querySelector("script[type=module]").src;

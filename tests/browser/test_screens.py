@@ -20,6 +20,8 @@ from tests.browser.kit import (
     WIDE,
     call_bounded,
     new_tab,
+    open_link,
+    press_link_button,
     totp_now,
     video_frames_decoded,
 )
@@ -80,8 +82,10 @@ async def test_every_screen(
     client = await new_tab(chromium, viewport=viewport)
     page = client.page
 
-    # Welcome and device check.
+    # The link's page, welcome and device check.
     await page.goto(gateway.url + seeded.client_path)
+    await album.shoot(page, "client-link")
+    await press_link_button(page, gateway, seeded.client_path)
     await expect(page.locator("#screen-welcome")).to_be_visible()
     await album.shoot(page, "client-welcome")
     await page.click("#check-start")
@@ -124,6 +128,8 @@ async def test_every_screen(
     host = await new_tab(chromium, viewport=viewport)
     console = host.page
     await console.goto(gateway.url + seeded.host_path)
+    await album.shoot(console, "host-link")
+    await press_link_button(console, gateway, seeded.host_path)
     await expect(console.get_by_role("button", name="Show my set-up code")).to_be_visible()
     await album.shoot(console, "host-enrol-offer")
     await console.get_by_role("button", name="Show my set-up code").click()
@@ -150,7 +156,7 @@ async def test_every_screen(
     # A second client whose browser blocks the camera, then waits and is denied.
     other = await new_tab(chromium, viewport=viewport)
     await other.page.add_init_script(DENY_DEVICES)
-    await other.page.goto(gateway.url + second.path)
+    await open_link(other.page, gateway, second.path)
     await other.page.click("#check-start")
     await expect(other.page.locator("#check-help")).to_be_visible()
     await expect(other.page.locator("#check-help-title")).to_have_text(

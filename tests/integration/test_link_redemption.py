@@ -84,9 +84,9 @@ async def test_fifty_concurrent_redemptions_exactly_one_wins(
 
 async def test_opening_a_link_uses_nothing_up(client: TestClient, seeded: Seeded) -> None:
     """Mail scanners and link previews fetch links: GET and HEAD only show the page."""
-    for path, heading in (
-        (seeded.client_path, "Opening your session…"),
-        (seeded.host_path, "Opening your console…"),
+    for path, heading, button in (
+        (seeded.client_path, "Join your session", "Join the waiting room"),
+        (seeded.host_path, "Open your console", "Open my console"),
     ):
         for _ in range(2):
             async with client.head(path, allow_redirects=False) as head:
@@ -98,8 +98,8 @@ async def test_opening_a_link_uses_nothing_up(client: TestClient, seeded: Seeded
                 assert page.headers["Cache-Control"] == "no-store"
                 assert page.headers["Referrer-Policy"] == "no-referrer"
                 body = await page.text()
-        assert heading in body
-        assert ">Continue</button>" in body
+        assert f"<h1>{heading}</h1>" in body
+        assert f">{button}</button>" in body
         assert "/open-link.js" in body
         assert link_form(body) == (path, {"frame": ""})
     participant = await services_of(client).store.get_participant(seeded.client.id)
