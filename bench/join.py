@@ -193,6 +193,8 @@ async def new_page(browser: Browser) -> Page:
 async def host_console(browser: Browser, gateway: Gateway, seeded: dict[str, str]) -> Page:
     page = await new_page(browser)
     await page.goto(gateway.url + seeded["host_path"])
+    # The link's page waits for a press at top level (docs/decisions/0011).
+    await page.get_by_role("button", name="Open my console").click()
     await page.get_by_role("button", name="Show my set-up code").click()
     await page.fill("#code", await gateway.code(seeded["host_id"]))
     await page.get_by_role("button", name="Sign in").click()
@@ -201,7 +203,7 @@ async def host_console(browser: Browser, gateway: Gateway, seeded: dict[str, str
 
 
 async def marks(page: Page) -> dict[str, float]:
-    """The page's quietroom:* marks, in ms since the navigation that opened the link."""
+    """The page's quietroom:* marks, in ms since the post that redeemed the link."""
     found: dict[str, float] = await page.evaluate(
         """() => {
             const out = {};
@@ -222,6 +224,7 @@ async def one_join(browser: Browser, gateway: Gateway, n: int) -> dict[str, floa
     console = await host_console(browser, gateway, seeded)
     client = await new_page(browser)
     await client.goto(gateway.url + seeded["client_path"])
+    await client.get_by_role("button", name="Join the waiting room").click()
     await client.click("#check-start")
     await client.click("#check-continue")
     await client.locator("#enrol").wait_for()
