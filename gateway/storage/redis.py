@@ -1717,11 +1717,15 @@ class RedisStore:
             return []
         ended = self._key("appointments", "ended")
         purged_index = self._key("appointments", "purged")
-        due = await self._client.zrangebyscore(
-            ended, "-inf", f"({_num(ended_before)}", start=0, num=int(limit)
-        )
         purged: list[AppointmentPurge] = []
         async with self._audit_lock:
+            # Chosen under the lock: purges running at once in this process then take
+            # different appointments, not the same ones twice. Another process's purge
+            # may still choose the same; the loser skips those (the script finds them
+            # gone) and the next sweep takes what it left.
+            due = await self._client.zrangebyscore(
+                ended, "-inf", f"({_num(ended_before)}", start=0, num=int(limit)
+            )
             for member in due:
                 appointment_id = _text(cast(bytes | str, member))
                 for _ in range(_AUDIT_APPEND_TRIES):
