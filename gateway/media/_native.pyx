@@ -29,6 +29,15 @@ from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcmp, memcpy, memset, strerror
 
+from gateway.media.counters cimport ForwarderStats, TrackCounters
+
+from gateway.media import counters as _counters
+
+if not _counters.compiled():
+    # Built, but its counters are the plain Python classes: the C fields this module
+    # adds to would not exist. The gateway then runs on the Python path alone.
+    raise ImportError("gateway.media.counters is not compiled")
+
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
     cdef struct timespec:
@@ -184,7 +193,7 @@ cdef class Target:
     cdef object rewriter
     cdef object history  # PacketHistory, or None for audio
     cdef Py_ssize_t capacity
-    cdef object counters
+    cdef TrackCounters counters
     cdef object sender
     cdef object leg
     cdef dict nominated
@@ -273,8 +282,8 @@ cdef class Route:
     cdef object ssrc
     cdef object statistics
     # parts of the forwarder, the source and the statistics that are never replaced
-    cdef object stats
-    cdef object counters
+    cdef ForwarderStats stats
+    cdef TrackCounters counters
     cdef object missing
     cdef double clockrate
     # payload type -> (CodecFormat, is video)
@@ -466,6 +475,7 @@ cdef class Lane:
         cdef uint32_t seq, ts, ssrc_value, highest
         cdef bint marker, video
         cdef Route route
+        cdef ForwarderStats stats
         cdef Target target
         cdef Out out
         cdef dict published, subscribers
@@ -571,9 +581,8 @@ cdef class Lane:
         # From here on the packet is forwarded here, with the Python path's effects.
         now = _now(CLOCK_MONOTONIC)
         self._statistics(statistics, route.clockrate, seq, ts)
-        counters = route.counters
-        counters.packets += 1
-        counters.octets += payload_len
+        route.counters.packets += 1
+        route.counters.octets += payload_len
         stats = route.stats
         stats.packets_in += 1
         stats.octets_in += payload_len
@@ -640,7 +649,7 @@ cdef class Lane:
         self.copies[i].header_len = pos + ext_len
         return pos + ext_len
 
-    cdef int _send_copy(self, int i, stats, bint video, double now,
+    cdef int _send_copy(self, int i, ForwarderStats stats, bint video, double now,
                         uint32_t abs_send_time, bint marker, uint32_t seq, uint32_t ts,
                         const uint8_t* payload, int payload_len, int padding) except -1:
         cdef uint8_t* h = self.hdr[i]
@@ -650,6 +659,7 @@ cdef class Lane:
         cdef int header_len = self.copies[i].header_len, at = self.copies[i].abs_at, length
         cdef uint32_t out_seq, out_ts
         cdef Py_ssize_t slot
+        cdef TrackCounters counters = target.counters
         rewriter = target.rewriter
         out_seq = (seq + <uint32_t>rewriter._seq_offset) & 0xFFFF
         out_ts = <uint32_t>((<uint64_t>ts + <uint64_t>rewriter._ts_offset) & 0xFFFFFFFF)
@@ -683,7 +693,6 @@ cdef class Lane:
             history._seqs[slot] = out_seq
             history._data[slot] = PyBytes_FromStringAndSize(<char*>o, length)
             history._resent_at[slot] = 0.0
-        counters = target.counters
         if _protect(out.ctx, o, &length) != 0:
             stats.not_forwarded += 1
             counters.dropped += 1

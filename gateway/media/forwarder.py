@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import asdict, dataclass
 
 from aiortc import clock as aiortc_clock
 from aiortc.rtp import (
@@ -48,6 +47,7 @@ from aiortc.rtp import (
 )
 
 from gateway.media.codecs import CodecFormat, is_keyframe_start
+from gateway.media.counters import ForwarderStats
 from gateway.media.nack import nacked_sequence_numbers
 from gateway.media.reasons import MediaCloseReason
 from gateway.media.rtp_history import rtx_packet
@@ -73,48 +73,6 @@ def _abs_send_time() -> int:
     same 24 bits without building a datetime for every packet.
     """
     return int(time.time() * (1 << 18)) & 0x00FFFFFF
-
-
-@dataclass(slots=True)
-class ForwarderStats:
-    """Room-wide counters. Octets are RTP payload bytes."""
-
-    packets_in: int = 0
-    octets_in: int = 0
-    packets_out: int = 0
-    octets_out: int = 0
-    #: packets_out and octets_out, split by kind.
-    audio_packets_out: int = 0
-    audio_octets_out: int = 0
-    video_packets_out: int = 0
-    video_octets_out: int = 0
-    #: Incoming packets with a payload type the publisher's leg did not negotiate.
-    unknown_payload: int = 0
-    #: Copies not sent: the subscriber's leg lacks the codec, or cannot send yet.
-    not_forwarded: int = 0
-    #: Video held back from a subscriber until a keyframe starts.
-    held_for_keyframe: int = 0
-    keyframe_requests_sent: int = 0
-    keyframe_requests_suppressed: int = 0
-    nacks_received: int = 0
-    retransmissions_sent: int = 0
-    #: NACKed packets not in the history (too old, or never received).
-    retransmissions_missed: int = 0
-    nacks_sent_upstream: int = 0
-    retransmissions_received: int = 0
-    remb_received: int = 0
-    remb_sent_upstream: int = 0
-    sender_reports_received: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-    def by_kind(self) -> dict[MediaKind, tuple[int, int]]:
-        """Forwarded (packets, octets) per kind of media."""
-        return {
-            MediaKind.AUDIO: (self.audio_packets_out, self.audio_octets_out),
-            MediaKind.VIDEO: (self.video_packets_out, self.video_octets_out),
-        }
 
 
 class RoomForwarder:

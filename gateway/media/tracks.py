@@ -12,12 +12,12 @@ from __future__ import annotations
 import enum
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 
 from gateway.media.codecs import CodecFormat, codec_format
+from gateway.media.counters import TrackCounters
 from gateway.media.nack import MissingPackets
 from gateway.media.rtp_header import OutgoingHeader
 from gateway.media.rtp_history import PacketHistory
@@ -58,20 +58,6 @@ class DownstreamSink(Protocol):
     def report(self, *, ntp_timestamp: int, rtp_timestamp: int) -> None: ...
 
     def count(self, *, packets: int, octets: int) -> None: ...
-
-
-@dataclass(slots=True)
-class TrackCounters:
-    """What went through one track. Payload octets, as RTCP counts them."""
-
-    packets: int = 0
-    octets: int = 0
-    #: Packets not forwarded: unknown payload type, no common codec, leg not sending.
-    dropped: int = 0
-    #: Retransmissions: received (publisher) or sent to answer NACKs (subscriber).
-    retransmissions: int = 0
-    nacks: int = 0
-    keyframe_requests: int = 0
 
 
 def _formats(codecs: Sequence[RTCRtpCodecParameters]) -> dict[int, CodecFormat]:
