@@ -30,13 +30,18 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr
 from libc.string cimport memcmp, memcpy, memset, strerror
 
 from gateway.media.counters cimport ForwarderStats, TrackCounters
+from gateway.media.nack cimport MissingPackets
+from gateway.media.rtp_history cimport PacketHistory
+from gateway.media.rtp_rewriter cimport SequenceRewriter
 
-from gateway.media import counters as _counters
+from gateway.media import counters, nack, rtp_history, rtp_rewriter
 
-if not _counters.compiled():
-    # Built, but its counters are the plain Python classes: the C fields this module
-    # adds to would not exist. The gateway then runs on the Python path alone.
-    raise ImportError("gateway.media.counters is not compiled")
+for _module in (counters, nack, rtp_history, rtp_rewriter):
+    if _module.__file__.endswith(".py"):
+        # Built, but that module's classes are the plain Python ones: the C fields this
+        # module reads and writes would not exist. The gateway then runs on the Python
+        # path alone.
+        raise ImportError(f"{_module.__name__} is not compiled")
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -190,9 +195,8 @@ cdef class Target:
     """
 
     cdef object track
-    cdef object rewriter
-    cdef object history  # PacketHistory, or None for audio
-    cdef Py_ssize_t capacity
+    cdef SequenceRewriter rewriter
+    cdef PacketHistory history  # or None, for audio
     cdef TrackCounters counters
     cdef object sender
     cdef object leg
@@ -215,7 +219,6 @@ cdef class Target:
         self.track = track
         self.rewriter = track.rewriter
         self.history = track.history
-        self.capacity = 0 if self.history is None else self.history._capacity
         self.counters = track.counters
         self.sender = sink._sender
         self.leg = sink._leg
@@ -284,7 +287,7 @@ cdef class Route:
     # parts of the forwarder, the source and the statistics that are never replaced
     cdef ForwarderStats stats
     cdef TrackCounters counters
-    cdef object missing
+    cdef MissingPackets missing
     cdef double clockrate
     # payload type -> (CodecFormat, is video)
     cdef dict formats
@@ -476,6 +479,7 @@ cdef class Lane:
         cdef bint marker, video
         cdef Route route
         cdef ForwarderStats stats
+        cdef MissingPackets missing
         cdef Target target
         cdef Out out
         cdef dict published, subscribers
@@ -660,12 +664,13 @@ cdef class Lane:
         cdef uint32_t out_seq, out_ts
         cdef Py_ssize_t slot
         cdef TrackCounters counters = target.counters
-        rewriter = target.rewriter
-        out_seq = (seq + <uint32_t>rewriter._seq_offset) & 0xFFFF
+        cdef SequenceRewriter rewriter = target.rewriter
+        cdef PacketHistory history = target.history
+        out_seq = (seq + rewriter._seq_offset) & 0xFFFF
         out_ts = <uint32_t>((<uint64_t>ts + <uint64_t>rewriter._ts_offset) & 0xFFFFFFFF)
-        if _seq_newer(out_seq, <uint32_t>rewriter._last_seq):
+        if _seq_newer(out_seq, rewriter._last_seq):
             rewriter._last_seq = out_seq
-        if _ts_newer(out_ts, <uint32_t>rewriter._last_ts):
+        if _ts_newer(out_ts, rewriter._last_ts):
             rewriter._last_ts = out_ts
             rewriter._last_wall = now
         if padding:
@@ -687,9 +692,8 @@ cdef class Lane:
         if padding:
             memset(o + header_len + payload_len, 0, padding - 1)
             o[length - 1] = padding
-        history = target.history
         if history is not None:
-            slot = out_seq % target.capacity
+            slot = out_seq % history._capacity
             history._seqs[slot] = out_seq
             history._data[slot] = PyBytes_FromStringAndSize(<char*>o, length)
             history._resent_at[slot] = 0.0

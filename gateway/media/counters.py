@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from gateway.media.tracks import MediaKind
 
-__all__ = ["ForwarderStats", "TrackCounters", "compiled"]
+__all__ = ["ForwarderStats", "TrackCounters"]
 
 _TRACK_FIELDS = ("packets", "octets", "dropped", "retransmissions", "nacks", "keyframe_requests")
 _STATS_FIELDS = (
@@ -41,11 +41,6 @@ _STATS_FIELDS = (
     "remb_sent_upstream",
     "sender_reports_received",
 )
-
-
-def compiled() -> bool:
-    """Whether this module runs compiled (the compiled path requires it)."""
-    return not __file__.endswith(".py")
 
 
 class TrackCounters:

@@ -56,8 +56,8 @@ class SequenceRewriter:
         self._clock_rate = clock_rate
         self._epoch: Hashable | None = None
         # Start in the lower half, as aiortc and Chrome do, to keep SRTP's ROC simple.
-        self._last_seq = (secrets.randbelow(_SEQ_MOD // 2) if first_seq is None else first_seq) - 1
-        self._last_seq %= _SEQ_MOD
+        first = secrets.randbelow(_SEQ_MOD // 2) if first_seq is None else first_seq
+        self._last_seq = (first - 1) % _SEQ_MOD
         self._last_ts = secrets.randbelow(_TS_MOD)
         self._last_wall: float | None = None
         self._seq_offset = 0
