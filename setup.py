@@ -1,6 +1,6 @@
 """Builds the compiled modules (everything else is in pyproject.toml):
 gateway/media/_native.pyx, and the plain Python modules whose state it reads and writes
-(counters, nack, rtp_history, rtp_rewriter), with the C fields their .pxd files
+(counters, nack, receive_statistics, rtp_history, rtp_rewriter), with the C fields their .pxd files
 declare. Without a C compiler the package still installs, and the gateway forwards
 media on its Python path alone, at several times the CPU per packet
 (docs/decisions/0009-compiled-forwarding.md)."""
@@ -14,6 +14,7 @@ MODULES = {
     # plain Python files, compiled with the C fields of their .pxd
     "gateway.media.counters": "gateway/media/counters.py",
     "gateway.media.nack": "gateway/media/nack.py",
+    "gateway.media.receive_statistics": "gateway/media/receive_statistics.py",
     "gateway.media.rtp_history": "gateway/media/rtp_history.py",
     "gateway.media.rtp_rewriter": "gateway/media/rtp_rewriter.py",
     "gateway.media._native": "gateway/media/_native.pyx",

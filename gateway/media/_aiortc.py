@@ -10,8 +10,10 @@ What is wrapped, and where aiortc does it:
 * incoming RTP: ``RTCDtlsTransport._handle_rtp_data`` parses, ``RtpRouter.route_rtp``
   picks the receiver, ``RTCRtpReceiver._handle_rtp_packet`` feeds the jitter buffer and
   decoder thread. :func:`intercept_receiver` replaces that last method on one instance
-  and stops the decoder thread as soon as ``receive()`` starts it, keeping only aiortc's
-  receive statistics (its receiver reports still go out).
+  and stops the decoder thread as soon as ``receive()`` starts it, keeping only the
+  receive statistics (its receiver reports still go out), in
+  :class:`gateway.media.receive_statistics.ReceiveStatistics`, which has every field and
+  property of aiortc's ``StreamStatistics``.
 * the synchronous data path (:func:`enable_fast_path`): aioice hands every datagram to
   ``StunProtocol.datagram_received``, which tries a STUN parse and queues the rest on
   ``Connection._queue`` for the DTLS transport's task (``_recv_next``). For SRTP (not
@@ -76,6 +78,7 @@ from aiortc.rtp import (
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
 
+from gateway.media.receive_statistics import ReceiveStatistics
 from gateway.media.udp_drops import socket_inode
 
 try:  # the compiled half of this module; absent if the package was built without a C compiler
@@ -231,13 +234,27 @@ def _check_internals() -> list[str]:
         missing.extend(
             f"{cls.__name__}.{method} using {name}" for name in names if name not in present
         )
-    for name in ("StreamStatistics",):
-        if not hasattr(_receiver_module, name):
-            missing.append(f"aiortc.rtcrtpreceiver.{name}")
+    missing.extend(_check_statistics())
     missing.extend(_check_native_internals())
     if not isinstance(getattr(CandidatePair, "remote_addr", None), property):
         missing.append("CandidatePair.remote_addr")
     return missing
+
+
+def _check_statistics() -> list[str]:
+    """aiortc's receiver reads its ``StreamStatistics``; what it keeps there (fields and
+    properties) must be on the ReceiveStatistics the intercepted receivers keep instead."""
+    reference = getattr(_receiver_module, "StreamStatistics", None)
+    if reference is None:
+        return ["aiortc.rtcrtpreceiver.StreamStatistics"]
+    names = _instance_fields(reference, "__init__") | {
+        name for name, value in vars(reference).items() if isinstance(value, property)
+    }
+    return [
+        f"ReceiveStatistics lacks StreamStatistics.{name}"
+        for name in sorted(names)
+        if not hasattr(ReceiveStatistics, name)  # a slot, a C field or a property
+    ]
 
 
 def _check_native_internals() -> list[str]:
@@ -276,17 +293,6 @@ def _check_native_internals() -> list[str]:
         )
     wanted = {
         (HeaderExtensionsMap, "__init__"): (_HEADER_IDS,),
-        (_receiver_module.StreamStatistics, "__init__"): (
-            "base_seq",
-            "max_seq",
-            "cycles",
-            "packets_received",
-            "_clockrate",
-            "_jitter_q4",
-            "_last_arrival",
-            "_last_timestamp",
-        ),
-        (_receiver_module.StreamStatistics, "add"): ("uint16_gt", "time"),
     }
     for (cls, method), names in wanted.items():
         present = _instance_fields(cls, method)
@@ -373,7 +379,7 @@ def intercept_receiver(
     original_receive = receiver.receive
     original_rtcp = receiver._handle_rtcp_packet
     streams: dict[int, Any] = getattr(receiver, _RX_REMOTE_STREAMS)
-    statistics = _receiver_module.StreamStatistics
+    statistics = ReceiveStatistics
     clock_rates: dict[int, int] = {}
     started = False
 

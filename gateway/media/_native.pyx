@@ -5,12 +5,15 @@ The synchronous data path (``_aiortc.enable_fast_path``) hands each SRTP datagra
 :meth:`Lane.receive`. In the steady state of a call (the publisher's SSRC and payload
 type known, video in order, no recorder tapping the room, no subscriber waiting for a
 keyframe, no keyframe being asked for, every subscriber's leg a connected host pair)
-this does, in C, exactly what the Python path does: SRTP unprotect; aiortc's receive
-statistics; the forwarder's counters and gap tracking; per subscriber the sequence
-rewriter, the header :class:`gateway.media.rtp_header.OutgoingHeader` would write, the
-packet history, SRTP protect and ``sendto``; the sender's report counters. It reads
-and writes the very objects the Python path uses, so there is one state and nothing to
-synchronise. Anything else (RTX, a new SSRC, a gap, a new subscriber, a tap, an
+this does, in C, exactly what the Python path does: SRTP unprotect; the receive
+statistics aiortc's reports read; the forwarder's counters and gap tracking; per
+subscriber the sequence rewriter, the header
+:class:`gateway.media.rtp_header.OutgoingHeader` would write, the packet history, SRTP
+protect and ``sendto``; the sender's report counters. It reads and writes the very
+objects the Python path uses, so there is one state and nothing to synchronise. The
+classes of the ones it touches per packet (counters, gap tracker, rewriter, history,
+receive statistics) are plain Python files compiled with C fields (their .pxd), which
+it reads and writes without attribute lookups; it loads only if they are compiled. Anything else (RTX, a new SSRC, a gap, a new subscriber, a tap, an
 extension it does not check, a leg that is not a plain UDP socket) returns the
 unprotected packet and the Python path does the rest, as it did before this module.
 What never changes while a subscriber exists (its parts, its header's fixed bytes) is
@@ -31,12 +34,13 @@ from libc.string cimport memcmp, memcpy, memset, strerror
 
 from gateway.media.counters cimport ForwarderStats, TrackCounters
 from gateway.media.nack cimport MissingPackets
+from gateway.media.receive_statistics cimport ReceiveStatistics
 from gateway.media.rtp_history cimport PacketHistory
 from gateway.media.rtp_rewriter cimport SequenceRewriter
 
-from gateway.media import counters, nack, rtp_history, rtp_rewriter
+from gateway.media import counters, nack, receive_statistics, rtp_history, rtp_rewriter
 
-for _module in (counters, nack, rtp_history, rtp_rewriter):
+for _module in (counters, nack, receive_statistics, rtp_history, rtp_rewriter):
     if _module.__file__.endswith(".py"):
         # Built, but that module's classes are the plain Python ones: the C fields this
         # module reads and writes would not exist. The gateway then runs on the Python
@@ -283,7 +287,7 @@ cdef class Route:
     cdef object source
     cdef object track_id
     cdef object ssrc
-    cdef object statistics
+    cdef ReceiveStatistics statistics
     # parts of the forwarder, the source and the statistics that are never replaced
     cdef ForwarderStats stats
     cdef TrackCounters counters
@@ -386,6 +390,8 @@ cdef class Lane:
         """Forward this SSRC here from now on, while the forwarder's state allows."""
         if forwarder._monotonic is not self.monotonic:
             return  # a test's clock: the Python path reads it, this module could not
+        if type(statistics) is not ReceiveStatistics:
+            return  # not the receive statistics this module writes
         self.routes[ssrc] = Route(forwarder, source, ssrc, statistics, source.formats)
 
     cdef int _check_extensions(self, const uint8_t* p, int length, int profile,
@@ -480,6 +486,7 @@ cdef class Lane:
         cdef Route route
         cdef ForwarderStats stats
         cdef MissingPackets missing
+        cdef ReceiveStatistics statistics
         cdef Target target
         cdef Out out
         cdef dict published, subscribers
@@ -607,11 +614,11 @@ cdef class Lane:
                     self.outs[i] = None
         return 0
 
-    cdef void _statistics(self, statistics, double clockrate, uint32_t seq,
+    cdef void _statistics(self, ReceiveStatistics statistics, double clockrate, uint32_t seq,
                           uint32_t ts) except *:
-        """aiortc's ``StreamStatistics.add`` for an in-order packet (the only kind here)."""
+        """``ReceiveStatistics.add`` for an in-order packet (the only kind here)."""
         # Every value here is an RTP number, a clock in its units or a count: int64 holds
-        # them, as the Python ints aiortc keeps them in.
+        # them, as the Python ints of the plain class do.
         cdef int64_t arrival = <int64_t>(_now(CLOCK_REALTIME) * clockrate)
         cdef int64_t received = statistics.packets_received + 1
         cdef int64_t last_timestamp, diff, jitter

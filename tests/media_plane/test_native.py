@@ -20,11 +20,11 @@ from typing import Any
 
 import pylibsrtp
 import pytest
-from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import HeaderExtensions, RtpPacket
 
 from gateway.media import _aiortc
 from gateway.media.forwarder import RoomForwarder
+from gateway.media.receive_statistics import ReceiveStatistics
 from gateway.media.tracks import PublishedTrack, SubscribedTrack
 from tests.factories import make_settings
 from tests.media_plane.fakes import (
@@ -126,12 +126,12 @@ class Side:
 
     forwarder: RoomForwarder
     source: PublishedTrack
-    statistics: dict[int, StreamStatistics] = field(default_factory=dict)
+    statistics: dict[int, ReceiveStatistics] = field(default_factory=dict)
     targets: list[SubscribedTrack] = field(default_factory=list)
 
     def receive(self, packet: RtpPacket) -> None:
         """What ``intercept_receiver`` and ``_Inbound.rtp`` do with a parsed packet."""
-        stream = self.statistics.setdefault(packet.ssrc, StreamStatistics(90000))
+        stream = self.statistics.setdefault(packet.ssrc, ReceiveStatistics(90000))
         stream.add(packet)
         self.forwarder.forward(self.source, packet)
 
