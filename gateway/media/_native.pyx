@@ -13,9 +13,10 @@ protect and ``sendto``; the sender's report counters. It reads and writes the ve
 objects the Python path uses, so there is one state and nothing to synchronise. The
 classes of the ones it touches per packet (counters, gap tracker, rewriter, history,
 receive statistics) are plain Python files compiled with C fields (their .pxd), which
-it reads and writes without attribute lookups; it loads only if they are compiled. Anything else (RTX, a new SSRC, a gap, a new subscriber, a tap, an
-extension it does not check, a leg that is not a plain UDP socket) returns the
-unprotected packet and the Python path does the rest, as it did before this module.
+it reads and writes without attribute lookups; it loads only if they are compiled.
+Anything else (RTX, a new SSRC, a gap, a new subscriber, a tap, an extension it does
+not check, a leg that is not a plain UDP socket) returns the unprotected packet and the
+Python path does the rest, as it did before this module.
 What never changes while a subscriber exists (its parts, its header's fixed bytes) is
 looked up once, in a :class:`Target`; its state is still read from the Python objects.
 
