@@ -213,6 +213,9 @@ async function advance(known) {
 
 let preview = null;
 let stopLevel = () => {};
+// Moves on whenever the preview stops: a camera that opens after that (the person
+// answered the permission prompt after the session ended) is stopped at once.
+let previewRun = 0;
 
 async function runCheck(audioContext) {
   const help = byId("check-help");
@@ -224,11 +227,16 @@ async function runCheck(audioContext) {
   help.hidden = true;
   status.textContent = "Starting your camera and microphone…";
   stopPreview();
+  const run = previewRun;
   if (!callsSupported()) {
     return checkFailed({ name: "unsupported" });
   }
   try {
     const opened = await openDevices();
+    if (run !== previewRun) {
+      stopStream(opened.stream);
+      return undefined;
+    }
     preview = opened.stream;
     byId("check-no-video").hidden = opened.video;
     byId("check-level-box").hidden = false;
@@ -254,7 +262,9 @@ async function runCheck(audioContext) {
     });
     byId("check-continue").focus();
   } catch (error) {
-    checkFailed(error);
+    if (run === previewRun) {
+      checkFailed(error);
+    }
   }
   return undefined;
 }
@@ -272,6 +282,7 @@ function checkFailed(error) {
 }
 
 function stopPreview() {
+  previewRun += 1;
   stopLevel();
   stopLevel = () => {};
   stopStream(preview);

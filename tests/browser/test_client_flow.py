@@ -233,3 +233,56 @@ async def test_the_way_in_works_with_the_keyboard_alone(
     await expect(page.locator("#leave-dialog")).to_be_hidden()
     await expect(page.locator("#screen-waiting")).to_be_visible()
     tab.assert_no_errors()
+
+
+#: getUserMedia that waits for ``window.grantDevices()``, as a permission prompt does
+#: until the person answers it; the streams it gave are kept in ``window.openedStreams``.
+SLOW_PROMPT = """
+(() => {
+  const real = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  let answer;
+  const answered = new Promise((resolve) => { answer = resolve; });
+  window.grantDevices = () => answer();
+  window.openedStreams = [];
+  Object.defineProperty(navigator.mediaDevices, "getUserMedia", {
+    value: async (constraints) => {
+      await answered;
+      const stream = await real(constraints);
+      window.openedStreams.push(stream);
+      return stream;
+    },
+  });
+})();
+"""
+
+
+async def test_a_camera_allowed_after_the_session_ended_is_turned_off_at_once(
+    gateway: RunningGateway, chromium: Browser
+) -> None:
+    seeded = await gateway.seed()
+    client = await new_tab(chromium)
+    page = client.page
+    await page.add_init_script(SLOW_PROMPT)
+    await open_link(page, gateway, seeded.client_path)
+    await expect(page.locator("#screen-welcome")).to_be_visible()
+    await page.click("#check-start")
+    await expect(page.locator("#check-mic-status")).to_have_text(
+        "Starting your camera and microphone…"
+    )
+
+    # The therapist ends the session while the permission prompt is still open.
+    host = await gateway.signed_in_host(seeded)
+    console = await host.socket("/host")
+    ended = await console.call("end")
+    assert ended["ok"], ended
+    await expect(page.locator("#screen-end")).to_be_visible()
+
+    await page.evaluate("window.grantDevices()")
+    await page.wait_for_function(
+        "() => window.openedStreams.length === 1 && "
+        "window.openedStreams[0].getTracks().every((track) => track.readyState === 'ended')"
+    )
+    await expect(page.locator("#screen-end")).to_be_visible()
+    assert await page.evaluate("document.getElementById('check-video').srcObject") is None
+    await console.close()
+    client.assert_no_errors()
