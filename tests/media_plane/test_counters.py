@@ -6,28 +6,15 @@ compiler the other.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from gateway.media import counters, nack, rtp_history, rtp_rewriter
 from gateway.media.tracks import MediaKind
+from tests.media_plane.plain import as_plain_python
 
-
-def _plain() -> ModuleType:
-    """counters.py loaded from its source, as a machine without a compiler runs it."""
-    path = Path(counters.__file__).with_name("counters.py")
-    spec = importlib.util.spec_from_file_location("counters_as_python", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-PLAIN = _plain()
+PLAIN = as_plain_python(counters)
 
 
 @pytest.mark.parametrize("module", [counters, nack, rtp_history, rtp_rewriter])

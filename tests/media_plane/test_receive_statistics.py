@@ -8,11 +8,9 @@ jump. Both the compiled class and the plain file are checked.
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -20,19 +18,9 @@ from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RtpPacket
 
 from gateway.media import _aiortc, receive_statistics
+from tests.media_plane.plain import as_plain_python
 
-
-def _plain() -> ModuleType:
-    path = Path(receive_statistics.__file__).with_name("receive_statistics.py")
-    spec = importlib.util.spec_from_file_location("receive_statistics_as_python", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-PLAIN = _plain()
+PLAIN = as_plain_python(receive_statistics)
 FIELDS = (
     "base_seq",
     "max_seq",
