@@ -10,14 +10,14 @@ from types import ModuleType
 
 import pytest
 
-from gateway.media import counters, nack, rtp_history, rtp_rewriter
+from gateway.media import counters, nack, receive_statistics, rtp_history, rtp_rewriter
 from gateway.media.tracks import MediaKind
 from tests.media_plane.plain import as_plain_python
 
 PLAIN = as_plain_python(counters)
 
 
-@pytest.mark.parametrize("module", [counters, nack, rtp_history, rtp_rewriter])
+@pytest.mark.parametrize("module", [counters, nack, receive_statistics, rtp_history, rtp_rewriter])
 def test_ci_runs_the_modules_the_compiled_path_needs_compiled(module: ModuleType) -> None:
     # CI builds them (scripts/dev.sh installs a C compiler); _native refuses to load
     # without them, and test_native.py says so too.
