@@ -86,11 +86,19 @@ class HostNamespace(GatewayNamespace):
         entries = await self.services.waiting_room.queue(caller.session)
         # The room's lock too: a console opened afresh must show it.
         seat = await self.services.waiting_room.seat_of(caller.session)
-        recording = await self.services.recordings.status(seat)
+        recordings = self.services.recordings
+        recording = await recordings.status(seat)
+        # The host's own consent too: a console opened afresh must be able to withdraw it.
+        consent = await recordings.consent_of(seat.participant.id, seat.appointment.id)
         return ok(
             participants=[entry.to_dict() for entry in entries],
             locked=seat.room.locked,
-            recording={"active": recording.active, "allowed": recording.allowed},
+            recording={
+                "active": recording.active,
+                "allowed": recording.allowed,
+                "consent_given": consent.given,
+                "version": consent.version,
+            },
         )
 
     async def admit(self, caller: Caller, payload: dict[str, Any]) -> dict[str, Any]:

@@ -81,6 +81,8 @@ async function onConnect() {
   setLocked(Boolean(answer.locked));
   if (answer.recording) {
     recording.allowed = Boolean(answer.recording.allowed);
+    // Our own consent as the gateway holds it: after a reload it can still be withdrawn.
+    consent.known({ given: answer.recording.consent_given, version: answer.recording.version });
     setRecordingActive(answer.recording.active);
   }
   render();

@@ -330,3 +330,40 @@ async def test_the_console_shows_a_recording_only_when_the_gateway_says_one_runs
         "recording.stop",
     ]
     host.assert_no_errors()
+
+
+async def test_a_host_can_withdraw_their_consent_after_reloading_the_console(
+    recording_gateway: RunningGateway, chromium: Browser
+) -> None:
+    gateway = recording_gateway
+    seeded = await gateway.seed(policy=RoomPolicy(recording_allowed=True))
+    await gateway.verified_client(seeded)
+    host = await host_console(chromium, gateway, seeded)
+    console = host.page
+    await (
+        console.locator("#waiting-list .row", has_text=CLIENT_NAME)
+        .get_by_role("button", name=f"Admit {CLIENT_NAME}")
+        .click()
+    )
+    await console.get_by_role("button", name="Ask for consent").click()
+    await (
+        console.locator("#recording-dialog")
+        .get_by_role("button", name="I agree to recording")
+        .click()
+    )
+    mine = console.locator("#record-consent")
+    await expect(mine).to_have_text("Withdraw my consent")
+
+    # After a reload the page no longer has the question, only what the gateway holds.
+    await console.reload()
+    await expect(mine).to_be_visible()
+    await expect(mine).to_have_text("Withdraw my consent")
+    await mine.click()
+    await expect(mine).to_be_hidden()  # nothing to agree to until asked again
+
+    async def withdrawn() -> bool:
+        held = await gateway.services.recordings.consent_of(seeded.host.id, seeded.appointment.id)
+        return not held.given
+
+    await eventually(withdrawn, what="the host's consent withdrawn")
+    host.assert_no_errors()

@@ -45,7 +45,12 @@ async def admitted(
 async def test_ask_consent_start_and_a_withdrawal_that_stops(gateway: RunningGateway) -> None:
     host_id, client_id, console, client = await admitted(gateway)
     queue = await console.call("queue")
-    assert queue["recording"] == {"active": False, "allowed": True}
+    assert queue["recording"] == {
+        "active": False,
+        "allowed": True,
+        "consent_given": False,
+        "version": VERSION,
+    }
     assert queue["participants"][0]["recording_consent"] is False
     status = await client.call("status")
     assert status["recording"] == {"active": False, "consent_given": False, "version": VERSION}
@@ -78,7 +83,12 @@ async def test_ask_consent_start_and_a_withdrawal_that_stops(gateway: RunningGat
     assert await client.wait_for("recording") == {"active": True}
     assert await console.wait_for("recording") == {"active": True}
     assert (await client.call("status"))["recording"]["active"] is True
-    assert (await console.call("queue"))["recording"] == {"active": True, "allowed": True}
+    assert (await console.call("queue"))["recording"] == {
+        "active": True,
+        "allowed": True,
+        "consent_given": True,
+        "version": VERSION,
+    }
 
     withdrawn = await client.call("consent.recording", {"version": VERSION, "given": False})
     assert withdrawn == {"ok": True, "given": False, "version": VERSION}
@@ -89,6 +99,37 @@ async def test_ask_consent_start_and_a_withdrawal_that_stops(gateway: RunningGat
     assert record.stop_reason is StopReason.CONSENT_WITHDRAWN
     status = await client.call("status")
     assert status["recording"] == {"active": False, "consent_given": False, "version": VERSION}
+
+
+async def test_a_console_opened_afresh_knows_the_hosts_consent_and_can_withdraw_it(
+    gateway: RunningGateway,
+) -> None:
+    seeded = await gateway.seed(policy=RoomPolicy(recording_allowed=True))
+    host = await gateway.signed_in_host(seeded)
+    console = await host.socket("/host")
+    _, client = await gateway.verified_client(seeded)
+    assert (await console.call("admit", {"participant_id": seeded.client.id}))["ok"]
+    for sock in (console, client):
+        assert (await sock.call("consent.recording", {"version": VERSION, "given": True}))["ok"]
+    started = await console.call("recording.start")
+    assert started["ok"], started
+    await console.close()  # the host reloads the console: same browser session
+
+    console = await host.socket("/host")
+    recording = (await console.call("queue"))["recording"]
+    assert recording == {
+        "active": True,
+        "allowed": True,
+        "consent_given": True,
+        "version": VERSION,
+    }
+    withdrawn = await console.call("consent.recording", {"version": VERSION, "given": False})
+    assert withdrawn == {"ok": True, "given": False, "version": VERSION}
+    assert await client.wait_for("recording", lambda r: r == {"active": False}) == {"active": False}
+    record = await gateway.services.store.get_recording(started["recording_id"])
+    assert record is not None
+    assert record.stop_reason is StopReason.CONSENT_WITHDRAWN
+    assert (await console.call("queue"))["recording"]["consent_given"] is False
 
 
 async def test_the_host_stops_and_a_waiting_client_hears_nothing(gateway: RunningGateway) -> None:
@@ -122,7 +163,12 @@ async def test_a_room_without_recording_refuses_and_payloads_are_checked(
     gateway: RunningGateway,
 ) -> None:
     _, _, console, client = await admitted(gateway, RoomPolicy())
-    assert (await console.call("queue"))["recording"] == {"active": False, "allowed": False}
+    assert (await console.call("queue"))["recording"] == {
+        "active": False,
+        "allowed": False,
+        "consent_given": False,
+        "version": VERSION,
+    }
     refused = await console.call("recording.start")
     assert refused["error"]["code"] == "not_allowed"
     for payload in (
