@@ -3,9 +3,10 @@
 //
 // The embed SDK (embed/quietroom-embed.js) puts the embedding page's origin in the frame
 // URL's fragment, "#embed=<origin>"; the link's page posts with it (open-link.js), the
-// fragment survives the redirect to /join, and it never reaches the server. We post only to that exact origin, and only if the
-// gateway lists it among the origins allowed to frame it (QUIETROOM_FRAME_ANCESTORS, in
-// the page's data-embedders), so a page that frames us some other way hears nothing.
+// fragment survives the redirect to /join, and it never reaches the server. We post
+// only to that exact origin, and only if the gateway lists it among the origins allowed
+// to frame it (QUIETROOM_FRAME_ANCESTORS, in the page's data-embedders), so a page that
+// frames us some other way hears nothing.
 
 /** The origin we may post to, or ``null`` when we are not embedded by an allowed page. */
 export function embeddingOrigin(allowed, fragment = window.location.hash) {
