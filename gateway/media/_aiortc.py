@@ -16,11 +16,13 @@ What is wrapped, and where aiortc does it:
   property of aiortc's ``StreamStatistics``.
 * the synchronous data path (:func:`enable_fast_path`): aioice hands every datagram to
   ``StunProtocol.datagram_received``, which tries a STUN parse and queues the rest on
-  ``Connection._queue`` for the DTLS transport's task (``_recv_next``). For SRTP (not
-  SRTCP) datagrams, once the DTLS transport is connected, the fast path replaces that
+  ``Connection._queue`` for the DTLS transport's task (``_recv_next``). For SRTP
+  datagrams, once the DTLS transport is connected, the fast path replaces that
   per protocol instance: unprotect with the transport's ``_rx_srtp``, parse and route as
-  ``_handle_rtp_data`` does, and call the intercepted receiver's handler at once. RTCP,
-  DTLS and STUN keep aioice's and aiortc's path; that queue is bounded.
+  ``_handle_rtp_data`` does, and call the intercepted receiver's handler at once.
+  SRTCP likewise goes straight to what ``_handle_rtcp_data`` does (unprotect with
+  ``_rx_srtp``, parse, ``route_rtcp``, each recipient's ``_handle_rtcp_packet``). DTLS
+  and STUN keep aioice's and aiortc's path; that queue is bounded.
 * outgoing RTP and RTCP: what ``RTCDtlsTransport._send_rtp`` does (SRTP protect with
   ``_tx_srtp``, then ``Connection.sendto`` on the nominated pair), done synchronously by
   :class:`_Leg`: protect and the pair's ``protocol.transport.sendto``, which is a UDP
@@ -30,8 +32,12 @@ What is wrapped, and where aiortc does it:
   taught to route it by the SSRCs in its FCI.
 * feedback to a publisher: ``RTCRtpReceiver._send_rtcp_pli``, ``_send_rtcp_nack`` and
   ``_send_rtcp`` (for REMB), sent with the receiver's RTCP SSRC.
-* sender reports: ``RTCRtpSender._run_rtcp`` sends what it last noted in private fields;
-  :class:`SenderSink` writes the forwarded stream's values there.
+* sender and receiver reports: aiortc runs a task per sender and per receiver
+  (``_run_rtcp``) that wakes about once a second to send one report. On the gateway's
+  intercepted senders and receivers that task only waits to be cancelled (as aiortc's
+  ``stop`` expects), and one timer per event loop (:class:`_Reports`) sends the same
+  packets, built from the same private fields. :class:`SenderSink` writes the forwarded
+  stream's values there.
 * host candidates: ``aioice.Connection.gather_candidates`` binds on
   ``get_host_addresses()`` (every interface but 127.0.0.1);
   :func:`restrict_gathering` makes one connection bind only on a given list.
@@ -42,11 +48,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import random
 import socket
 import struct
 import time
 from asyncio import selector_events as _selector_events
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from types import CodeType
 from typing import Any, Final
 
@@ -68,9 +75,15 @@ from aiortc.rtp import (
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
     HeaderExtensionsMap,
+    RtcpByePacket,
+    RtcpPacket,
     RtcpPsfbPacket,
+    RtcpReceiverInfo,
     RtcpRrPacket,
     RtcpRtpfbPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
     RtcpSrPacket,
     RtpPacket,
     pack_remb_fci,
@@ -120,10 +133,19 @@ RtcpCallback = Callable[[AnyRtcpPacket], Awaitable[None]]
 _RX_REMOTE_STREAMS: Final = "_RTCRtpReceiver__remote_streams"
 _RX_RTCP_SSRC: Final = "_RTCRtpReceiver__rtcp_ssrc"
 _RX_DECODER_THREAD: Final = "_RTCRtpReceiver__decoder_thread"
+_RX_LSR: Final = "_RTCRtpReceiver__lsr"
+_RX_LSR_TIME: Final = "_RTCRtpReceiver__lsr_time"
+_RX_RTCP_STARTED: Final = "_RTCRtpReceiver__rtcp_started"
+_RX_RTCP_EXITED: Final = "_RTCRtpReceiver__rtcp_exited"
 _TX_NTP: Final = "_RTCRtpSender__ntp_timestamp"
 _TX_RTP: Final = "_RTCRtpSender__rtp_timestamp"
 _TX_PACKETS: Final = "_RTCRtpSender__packet_count"
 _TX_OCTETS: Final = "_RTCRtpSender__octet_count"
+_TX_LSR: Final = "_RTCRtpSender__lsr"
+_TX_LSR_TIME: Final = "_RTCRtpSender__lsr_time"
+_TX_CNAME: Final = "_RTCRtpSender__cname"
+_TX_RTCP_STARTED: Final = "_RTCRtpSender__rtcp_started"
+_TX_RTCP_EXITED: Final = "_RTCRtpSender__rtcp_exited"
 
 # Marks set on instances this module has already patched (idempotence).
 _PATCHED: Final = "_quietroom_patched"
@@ -131,6 +153,8 @@ _PATCHED: Final = "_quietroom_patched"
 _RTP_HANDLER: Final = "_quietroom_rtp"
 _LEG: Final = "_quietroom_leg"
 _FAST: Final = "_quietroom_fast"
+#: On an event loop: its :class:`_Reports`.
+_REPORTS: Final = "_quietroom_reports"
 #: On an intercepted receiver: ssrc -> (forwarder, publisher track, aiortc statistics).
 _NATIVE_SOURCE: Final = "_quietroom_native_source"
 #: On a DTLS transport whose RTP the compiled path may forward.
@@ -178,12 +202,14 @@ def _check_internals() -> list[str]:
             "_send_rtcp": ["self", "packet"],
             "_send_rtcp_pli": ["self", "media_ssrc"],
             "_send_rtcp_nack": ["self", "media_ssrc", "lost"],
+            "_run_rtcp": ["self"],
             "receive": ["self", "parameters"],
         },
         RTCRtpSender: {
             "_handle_rtcp_packet": ["self", "packet"],
             "_send_keyframe": ["self"],
-            "_run_rtcp": None,
+            "_send_rtcp": ["self", "packets"],
+            "_run_rtcp": ["self"],
             "send": ["self", "parameters"],
         },
         RTCDtlsTransport: {
@@ -212,12 +238,24 @@ def _check_internals() -> list[str]:
         (RTCRtpReceiver, "__init__", (_RX_REMOTE_STREAMS, _RX_RTCP_SSRC, _RX_DECODER_THREAD)),
         (RTCRtpSender, "__init__", (_TX_NTP, _TX_RTP, _TX_PACKETS, _TX_OCTETS)),
         (RTCRtpSender, "__init__", ("_ssrc", "_rtx_ssrc", "_stream_id")),
+        # What _Reports sends in place of the _run_rtcp tasks, and how they start and stop.
         (RTCRtpSender, "_run_rtcp", (_TX_NTP, _TX_RTP, _TX_PACKETS, _TX_OCTETS)),
+        (RTCRtpSender, "_run_rtcp", (_TX_LSR, _TX_LSR_TIME, _TX_CNAME, "_ssrc")),
+        (RTCRtpSender, "_run_rtcp", (_TX_RTCP_STARTED, _TX_RTCP_EXITED, "_send_rtcp")),
+        (RTCRtpSender, "send", ("_run_rtcp",)),
+        (RTCRtpSender, "stop", (_TX_RTCP_STARTED, _TX_RTCP_EXITED)),
+        (RTCRtpReceiver, "_run_rtcp", (_RX_REMOTE_STREAMS, _RX_LSR, _RX_LSR_TIME)),
+        (RTCRtpReceiver, "_run_rtcp", (_RX_RTCP_SSRC, _RX_RTCP_STARTED, _RX_RTCP_EXITED)),
+        (RTCRtpReceiver, "_run_rtcp", ("_send_rtcp",)),
+        (RTCRtpReceiver, "receive", ("_run_rtcp",)),
+        (RTCRtpReceiver, "stop", (_RX_RTCP_STARTED, _RX_RTCP_EXITED)),
         (RTCDtlsTransport, "__init__", ("_rtp_router", "_state", "_rx_srtp", "_tx_srtp")),
         (RTCDtlsTransport, "__init__", ("_rtp_header_extensions_map", "_transport")),
         (RTCDtlsTransport, "_send_rtp", ("_tx_srtp", "protect", "protect_rtcp", "_send")),
         (RTCDtlsTransport, "_recv_next", ("_rx_srtp", "unprotect", "_handle_rtp_data")),
         (RTCDtlsTransport, "_handle_rtp_data", ("_rtp_header_extensions_map", "route_rtp")),
+        (RTCDtlsTransport, "_recv_next", ("unprotect_rtcp", "_handle_rtcp_data")),
+        (RTCDtlsTransport, "_handle_rtcp_data", ("parse", "route_rtcp", "_handle_rtcp_packet")),
         (Connection, "__init__", ("_nominated", "_queue", "_protocols")),
         (Connection, "sendto", ("_nominated", "protocol", "send_data", "remote_addr")),
         (Connection, "data_received", ("_queue", "put_nowait")),
@@ -365,11 +403,11 @@ def intercept_receiver(
 
     Call before negotiation. When aiortc starts the receiver, its decoder thread is
     stopped at once (it never sees a packet) and ``on_started`` gets the negotiated
-    parameters. aiortc's per-SSRC statistics are still fed, so its receiver reports
-    keep going to the publisher. Every RTCP packet routed to this receiver (sender
-    reports, BYE) goes to aiortc first and then to ``on_rtcp``. ``on_rtp`` is called
-    synchronously, from aiortc's receive task or from the fast path
-    (:func:`enable_fast_path`), and must not block. ``forwarding`` names what
+    parameters. aiortc's per-SSRC statistics are still fed, and the receiver reports
+    aiortc would send go to the publisher (from :class:`_Reports`). Every RTCP packet
+    routed to this receiver (sender reports, BYE) goes to aiortc first and then to
+    ``on_rtcp``. ``on_rtp`` is called synchronously, from aiortc's receive task or from
+    the fast path (:func:`enable_fast_path`), and must not block. ``forwarding`` names what
     ``on_rtp`` does, as (RoomForwarder, PublishedTrack), once it is known: with it the
     compiled path may forward this receiver's packets in the forwarder's place.
     """
@@ -420,11 +458,15 @@ def intercept_receiver(
             return None
         return (*target, stream)
 
+    async def run_rtcp() -> None:
+        await _reported(receiver, receiver_report, _RX_RTCP_STARTED, _RX_RTCP_EXITED)
+
     setattr(receiver, _RTP_HANDLER, handle_rtp)
     setattr(receiver, _NATIVE_SOURCE, native_source)
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
     receiver._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
     receiver.receive = receive  # type: ignore[method-assign]
+    receiver._run_rtcp = run_rtcp  # type: ignore[method-assign]
 
 
 def decoder_running(receiver: RTCRtpReceiver) -> bool:
@@ -501,7 +543,8 @@ def intercept_sender(
 
     Receiver reports still reach aiortc (for its round-trip estimate). When aiortc starts
     the sender (DTLS is up), FIR routing is added to its transport and ``on_started``
-    gets the negotiated parameters.
+    gets the negotiated parameters. The sender reports aiortc would send go out from
+    :class:`_Reports`, and a BYE when the sender stops, as aiortc's.
     """
     if getattr(sender, _PATCHED, False):
         raise RuntimeError("sender already intercepted")
@@ -524,8 +567,14 @@ def intercept_sender(
             _route_fir(sender.transport)
             await on_started(parameters)
 
+    async def run_rtcp() -> None:
+        await _reported(sender, sender_report, _TX_RTCP_STARTED, _TX_RTCP_EXITED)
+        # aiortc's last word for a stopped sender.
+        await sender._send_rtcp([RtcpByePacket(sources=[sender._ssrc])])
+
     sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
     sender.send = send  # type: ignore[method-assign]
+    sender._run_rtcp = run_rtcp  # type: ignore[method-assign]
 
 
 def _route_fir(transport: RTCDtlsTransport) -> None:
@@ -589,6 +638,162 @@ class SenderSink:
         """The packet and payload octet counts the next sender reports carry."""
         setattr(self._sender, _TX_PACKETS, packets)
         setattr(self._sender, _TX_OCTETS, octets)
+
+
+# --- sender and receiver reports --------------------------------------------------------------
+
+
+def sender_report(sender: RTCRtpSender) -> bytes:
+    """The sender report (and SDES CNAME) aiortc's ``RTCRtpSender._run_rtcp`` would send
+    now; notes its NTP time for the round-trip estimate, as aiortc does."""
+    ntp_timestamp: int = getattr(sender, _TX_NTP)
+    packets: list[AnyRtcpPacket] = [
+        RtcpSrPacket(
+            ssrc=sender._ssrc,
+            sender_info=RtcpSenderInfo(
+                ntp_timestamp=ntp_timestamp,
+                rtp_timestamp=getattr(sender, _TX_RTP),
+                packet_count=getattr(sender, _TX_PACKETS) & 0xFFFFFFFF,
+                octet_count=getattr(sender, _TX_OCTETS) & 0xFFFFFFFF,
+            ),
+        )
+    ]
+    setattr(sender, _TX_LSR, (ntp_timestamp >> 16) & 0xFFFFFFFF)
+    setattr(sender, _TX_LSR_TIME, time.time())
+    cname: str | None = getattr(sender, _TX_CNAME)
+    if cname is not None:
+        chunk = RtcpSourceInfo(ssrc=sender._ssrc, items=[(1, cname.encode("utf8"))])
+        packets.append(RtcpSdesPacket(chunks=[chunk]))
+    return b"".join(bytes(packet) for packet in packets)
+
+
+def receiver_report(receiver: RTCRtpReceiver) -> bytes:
+    """The receiver report aiortc's ``RTCRtpReceiver._run_rtcp`` would send now (empty
+    before the receiver has an RTCP SSRC or a stream to report on)."""
+    rtcp_ssrc: int | None = getattr(receiver, _RX_RTCP_SSRC)
+    streams: dict[int, ReceiveStatistics] = getattr(receiver, _RX_REMOTE_STREAMS)
+    if rtcp_ssrc is None or not streams:
+        return b""
+    lsrs: dict[int, int] = getattr(receiver, _RX_LSR)
+    lsr_times: dict[int, float] = getattr(receiver, _RX_LSR_TIME)
+    reports = []
+    for ssrc, stream in streams.items():
+        if stream.max_seq is None:
+            continue  # nothing received yet (a stream is made for its first packet)
+        lsr = dlsr = 0
+        if ssrc in lsrs:
+            lsr = lsrs[ssrc]
+            delay = time.time() - lsr_times[ssrc]
+            if 0 < delay < 65536:
+                dlsr = int(delay * 65536)
+        reports.append(
+            RtcpReceiverInfo(
+                ssrc=ssrc,
+                fraction_lost=stream.fraction_lost,
+                packets_lost=stream.packets_lost,
+                highest_sequence=stream.max_seq,
+                jitter=stream.jitter,
+                lsr=lsr,
+                dlsr=dlsr,
+            )
+        )
+    return bytes(RtcpRrPacket(ssrc=rtcp_ssrc, reports=reports)) if reports else b""
+
+
+async def _reported(
+    member: RTCRtpSender | RTCRtpReceiver,
+    report: Callable[[Any], bytes],
+    started: str,
+    exited: str,
+) -> None:
+    """What an intercepted sender's or receiver's ``_run_rtcp`` task does: its reports
+    go out from the loop's :class:`_Reports` until aiortc's ``stop`` cancels the task.
+    The events are aiortc's own: ``stop`` waits for both."""
+    getattr(member, started).set()
+    reports = _Reports.of(asyncio.get_running_loop())
+    reports.add(member, report)
+    try:
+        await asyncio.get_running_loop().create_future()  # until cancelled
+    except asyncio.CancelledError:
+        pass
+    finally:
+        reports.remove(member)
+        getattr(member, exited).set()
+
+
+class _Reports:
+    """Every intercepted sender's and receiver's reports, sent from one timer per loop.
+
+    aiortc gives each sender and receiver a task that sleeps 0.5 to 1.5 s (at random),
+    sends one report through four coroutines, and sleeps again: with two participants
+    of a call each sending and receiving audio and video, 8 timers and task wake-ups a
+    second per call, each of which also broke the event loop's poll interval
+    (``event_loop.py``). Here each member keeps its own time of next report, drawn as
+    aiortc draws it, and one timer, every ``tick`` seconds, sends the reports that are
+    due synchronously on the member's leg (:class:`_Leg`): the same bytes, at most
+    ``tick`` later. Nothing is sent while a leg is down, as aiortc's send fails then.
+    """
+
+    __slots__ = ("_due", "_failed", "_loop", "_timer", "tick")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = 0.1) -> None:
+        self._loop = loop
+        self.tick = tick
+        #: member -> (its report, when it is due)
+        self._due: dict[Any, tuple[Callable[[Any], bytes], float]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._failed = False
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Reports:
+        """The loop's reports (the loop keeps them)."""
+        reports: _Reports | None = getattr(loop, _REPORTS, None)
+        if reports is None:
+            reports = cls(loop)
+            setattr(loop, _REPORTS, reports)
+        return reports
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    @property
+    def timer(self) -> asyncio.TimerHandle | None:
+        """The pending timer; None while there is nobody to report for."""
+        return self._timer
+
+    def _next(self) -> float:
+        # The interval between RTCP packets is varied randomly over the range [0.5, 1.5]
+        # times the calculated interval (aiortc's words and numbers).
+        return self._loop.time() + 0.5 + random.random()  # noqa: S311 (timing, not secrets)
+
+    def add(self, member: Any, report: Callable[[Any], bytes]) -> None:
+        self._due[member] = (report, self._next())
+        if self._timer is None:
+            self._timer = self._loop.call_later(self.tick, self._run)
+
+    def remove(self, member: Any) -> None:
+        self._due.pop(member, None)
+        if not self._due and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _run(self) -> None:
+        now = self._loop.time()
+        for member, (report, due) in list(self._due.items()):
+            if due <= now:
+                self._due[member] = (report, self._next())
+                self._send(member, report)
+        self._timer = self._loop.call_later(self.tick, self._run) if self._due else None
+
+    def _send(self, member: Any, report: Callable[[Any], bytes]) -> None:
+        try:
+            data = report(member)
+            if data:
+                _leg(member.transport).send(data)
+        except Exception:  # one member's report must not stop the others'
+            if not self._failed:
+                self._failed = True
+                log.exception("an RTCP report failed (further failures not logged)")
 
 
 # --- the synchronous data path ----------------------------------------------------------------
@@ -734,11 +939,12 @@ def enable_fast_path(
     unprotected, parsed, routed and handed to its receiver's ``on_rtp``
     (:func:`intercept_receiver`, required on every receiving transceiver) inside the
     socket's arrival callback; what the forwarder sends goes out before it returns.
-    Everything else (STUN, DTLS, SRTCP) takes aioice's queue as before, and that
-    queue holds at most ``queue_limit`` datagrams: past it, newer ones are dropped, as
-    a full socket buffer would drop them, instead of growing without bound. The
-    sockets' kernel receive buffers are raised to ``receive_buffer`` bytes (0: left
-    alone).
+    SRTCP goes the same way to the handlers of its senders and receivers
+    (:func:`_rtcp_receiver`). Everything else (STUN, DTLS) takes aioice's queue as
+    before, and that queue holds at most ``queue_limit`` datagrams: past it, newer ones
+    are dropped, as a full socket buffer would drop them, instead of growing without
+    bound. The sockets' kernel receive buffers are raised to ``receive_buffer`` bytes
+    (0: left alone).
 
     With ``native`` (and the compiled path built), packets are forwarded in C while
     the forwarder is in its steady state (``gateway/media/_native.pyx``); the Python
@@ -765,10 +971,11 @@ def enable_fast_path(
             fast.lanes.append(lane)
         receive_plain = _plain_rtp_receiver(dtls, fast, lane)
         receive_rtp = _rtp_receiver(dtls, fast, lane, receive_plain)
+        receive_rtcp = _rtcp_receiver(dtls, fast)
         for protocol in connection._protocols:
-            original = _divert_rtp(protocol, dtls, receive_rtp)
+            original = _divert_rtp(protocol, dtls, receive_rtp, receive_rtcp)
             if lane is not None:
-                _read_natively(protocol, lane, original, receive_plain, fast)
+                _read_natively(protocol, lane, original, receive_plain, receive_rtcp, fast)
             _enlarge_receive_buffer(protocol, receive_buffer)
             sock = protocol.transport.get_extra_info("socket")
             inode = None if sock is None else socket_inode(sock)
@@ -883,10 +1090,93 @@ def _plain_rtp_receiver(
     return receive_plain
 
 
+def _rtcp_receiver(dtls: RTCDtlsTransport, fast: FastPath) -> Callable[[bytes], None]:
+    """SRTCP datagram -> unprotect, parse, route, each recipient's handler, at once.
+
+    What aiortc's ``_recv_next`` and ``_handle_rtcp_data`` do, without aioice's queue
+    and the DTLS transport's task: the handlers (:func:`intercept_receiver`,
+    :func:`intercept_sender`, aiortc's own) run to their end before this returns, unless
+    one really waits (:func:`_run_now`). A packet that fails SRTP or does not parse is
+    dropped, as aiortc drops it; ``struct.error`` too, which aiortc does not catch.
+    """
+    router: RtpRouter = dtls._rtp_router
+    parse = RtcpPacket.parse
+
+    def receive_rtcp(data: bytes) -> None:
+        try:
+            packets = parse(dtls._rx_srtp.unprotect_rtcp(data))
+        except (pylibsrtp.Error, ValueError, struct.error):
+            return
+        for packet in packets:
+            for recipient in router.route_rtcp(packet):
+                try:
+                    _run_now(recipient._handle_rtcp_packet(packet))
+                except Exception as exc:  # noqa: BLE001 (one handler must not stop the rest)
+                    _forwarding_failed(fast, exc)
+
+    return receive_rtcp
+
+
+def _run_now(coroutine: Coroutine[Any, Any, Any]) -> None:
+    """Run ``coroutine`` now, up to its end or its first real wait; a task finishes it.
+
+    aiortc's RTCP handlers are coroutines that never wait (nor do the gateway's), so
+    a task per packet would only add a turn of the event loop. Python 3.12's eager
+    tasks do this; on 3.11 it is :class:`_Rest`.
+    """
+    try:
+        waiting = coroutine.send(None)
+    except StopIteration:
+        return
+    task = asyncio.ensure_future(_finish(_Rest(coroutine, waiting)))
+    _finishing.add(task)  # the loop keeps only a weak reference to a task
+    task.add_done_callback(_finishing.discard)
+
+
+#: The tasks finishing what :func:`_run_now` started.
+_finishing: set[asyncio.Future[None]] = set()
+
+
+async def _finish(rest: _Rest) -> None:
+    await rest
+
+
+class _Rest:
+    """The rest of a coroutine that waited on ``waiting`` (what it yielded, a future or
+    None), for a task to drive: the task waits on what the coroutine waits on, and sends
+    or throws into it what it would have sent."""
+
+    __slots__ = ("_coroutine", "_waiting")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], waiting: Any) -> None:
+        self._coroutine = coroutine
+        self._waiting = waiting
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coroutine, waiting = self._coroutine, self._waiting
+        while True:
+            try:
+                sent = yield waiting
+            except BaseException as exc:  # noqa: BLE001 (a cancellation goes to the coroutine)
+                try:
+                    waiting = coroutine.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting = coroutine.send(sent)
+                except StopIteration:
+                    return
+
+
 def _divert_rtp(
-    protocol: StunProtocol, dtls: RTCDtlsTransport, receive_rtp: Callable[[bytes], None]
+    protocol: StunProtocol,
+    dtls: RTCDtlsTransport,
+    receive_rtp: Callable[[bytes], None],
+    receive_rtcp: Callable[[bytes], None],
 ) -> Callable[[bytes, tuple[Any, ...]], None]:
-    """Send ``protocol``'s SRTP to ``receive_rtp``; returns aioice's own handler."""
+    """Send ``protocol``'s SRTP to ``receive_rtp`` and its SRTCP to ``receive_rtcp``;
+    returns aioice's own handler."""
     original: Callable[[bytes, tuple[Any, ...]], None] = protocol.datagram_received
 
     def datagram_received(data: bytes | str, addr: tuple[Any, ...]) -> None:
@@ -899,10 +1189,12 @@ def _divert_rtp(
         if (
             len(data) > 1
             and 127 < data[0] < 192  # type: ignore[operator]
-            and not 192 <= data[1] <= 208  # type: ignore[operator]
             and dtls._state is _DTLS_CONNECTED
         ):
-            receive_rtp(data)  # type: ignore[arg-type]
+            if 192 <= data[1] <= 208:  # type: ignore[operator]
+                receive_rtcp(data)  # type: ignore[arg-type]
+            else:
+                receive_rtp(data)  # type: ignore[arg-type]
         else:
             original(data, addr)  # type: ignore[arg-type]
 
@@ -915,6 +1207,7 @@ def _read_natively(
     lane: Any,
     original: Callable[[bytes, tuple[Any, ...]], None],
     receive_plain: Callable[[bytes], None],
+    receive_rtcp: Callable[[bytes], None],
     fast: FastPath,
 ) -> bool:
     """Read ``protocol``'s socket with the compiled path's :class:`_native.Reader`.
@@ -955,6 +1248,7 @@ def _read_natively(
         lambda exc: _forwarding_failed(fast, exc),
         protocol.error_received,
         report,
+        receive_rtcp,
     )
     transport.pause_reading()  # type: ignore[attr-defined]
     loop._add_reader(sock.fileno(), reader.ready)  # type: ignore[attr-defined]

@@ -763,9 +763,10 @@ cdef class Reader:
 
     ``_aiortc.enable_fast_path`` pauses the transport's own reading and gives the event
     loop :meth:`ready` for the socket instead. Each wake-up drains it with ``recvmmsg``
-    and sorts the datagrams as ``_aiortc._divert_rtp`` does: SRTP (not SRTCP) on a
-    connected DTLS transport goes to the lane, and what the lane hands back to
-    ``plain``; anything else (STUN, DTLS, SRTCP) to ``other(data, addr)``, aioice's own
+    and sorts the datagrams as ``_aiortc._divert_rtp`` does: SRTP on a connected DTLS
+    transport goes to the lane, and what the lane hands back to ``plain``; SRTCP on a
+    connected DTLS transport to ``rtcp(data)`` (if given); anything else (STUN, DTLS,
+    and SRTCP without ``rtcp``) to ``other(data, addr)``, aioice's own
     ``datagram_received``, with the address tuple Python's ``recvfrom`` would give.
     SRTP or SRTCP too long for the SRTP library is dropped there and here.
     """
@@ -778,6 +779,7 @@ cdef class Reader:
     cdef object failed
     cdef object error_received
     cdef object report
+    cdef object rtcp
     # the last sender's address, raw and as Python's tuple (most datagrams repeat it)
     cdef sockaddr_storage last_name
     cdef socklen_t last_name_len
@@ -789,7 +791,7 @@ cdef class Reader:
     cdef readonly uint64_t datagrams
 
     def __init__(self, int fd, transport, Lane lane, other, plain, failed, error_received,
-                 report):
+                 report, rtcp=None):
         """``failed(exc)``: the compiled path raised on one datagram (it is lost);
         ``error_received(exc)``: the socket reported an error (asyncio's transport calls
         its protocol's); ``report(exc)``: ``other`` raised (asyncio's loop would log it)."""
@@ -801,6 +803,7 @@ cdef class Reader:
         self.failed = failed
         self.error_received = error_received
         self.report = report
+        self.rtcp = rtcp
         self.last_name_len = 0
         self.last_address = None
         self.stamped = False
@@ -870,13 +873,16 @@ cdef class Reader:
         if 127 < first < 192:
             if length > _max_datagram:
                 return 0  # too long for the SRTP library: nobody's media
-            if (
-                length > 1
-                and not (192 <= data[1] <= 208)
-                and self.lane.dtls._state is self.lane.connected
-            ):
-                self._rtp(data, length, self._arrival(i) if self.stamped else 0)
-                return 0
+            if length > 1 and self.lane.dtls._state is self.lane.connected:
+                if not (192 <= data[1] <= 208):
+                    self._rtp(data, length, self._arrival(i) if self.stamped else 0)
+                    return 0
+                if self.rtcp is not None:
+                    try:
+                        self.rtcp(PyBytes_FromStringAndSize(<const char*>data, length))
+                    except Exception as exc:
+                        self.report(exc)
+                    return 0
         try:
             self.other(PyBytes_FromStringAndSize(<const char*>data, length), self._address(i))
         except Exception as exc:

@@ -565,6 +565,34 @@ def test_the_reader_gives_stun_dtls_and_srtcp_to_aioice_as_recvfrom_would(
     assert (sorted_.reader.reads, sorted_.reader.datagrams) == (1, 5)
 
 
+def test_the_reader_gives_srtcp_on_a_connected_transport_to_its_rtcp_handler(
+    sorted_: Sorted,
+) -> None:
+    rtcp: list[bytes] = []
+
+    def handle(data: bytes) -> None:
+        rtcp.append(data)
+        if len(rtcp) == 2:
+            raise RuntimeError("the RTCP handler failed")
+
+    reader = _aiortc._native.Reader(
+        sorted_.sock.fileno(), sorted_.transport, sorted_.lane,
+        lambda data, addr: sorted_.other.append((data, addr)),
+        _unexpected, _unexpected, _unexpected, sorted_.reported.append, handle,
+    )  # fmt: skip
+    receiver_report = b"\x81\xc9\x00\x07" + bytes(40)
+    sender_report = b"\x80\xc8\x00\x06" + bytes(40)
+    stun = b"\x00\x01\x00\x00" + bytes(16)
+    sorted_.send(receiver_report)
+    reader.ready()  # before DTLS is up: aioice's, as before
+    sorted_.dtls._state = CONNECTED
+    sorted_.send(receiver_report, sender_report, stun)
+    reader.ready()
+    assert rtcp == [receiver_report, sender_report]
+    assert [d for d, _ in sorted_.other] == [receiver_report, stun]
+    assert [str(e) for e in sorted_.reported] == ["the RTCP handler failed"]
+
+
 def test_the_reader_gives_ipv6_addresses_as_recvfrom_would() -> None:
     sorted_ = Sorted(socket.AF_INET6, "::1")
     try:
@@ -743,6 +771,7 @@ async def test_the_fast_path_reads_with_the_reader_and_closing_removes_it() -> N
             protocol,
             sorted_.lane,
             protocol.datagram_received,
+            _unexpected,
             _unexpected,
             fast,  # type: ignore[arg-type]
         )
