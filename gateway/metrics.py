@@ -190,8 +190,8 @@ class GatewayMetrics:
         )
         self.media_errors = Counter(
             "quietroom_media_forwarding_errors",
-            "RTP packets lost to an unexpected error while forwarding (a bug: each peer "
-            "connection logs its first one; set by the media plane)",
+            "RTP or RTCP packets lost to an unexpected error while forwarding or handling "
+            "them (a bug: each peer connection logs its first one; set by the media plane)",
             registry=registry,
         )
         self.media_refused = Counter(

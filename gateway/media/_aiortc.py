@@ -567,10 +567,11 @@ def intercept_sender(
             _route_fir(sender.transport)
             await on_started(parameters)
 
-    async def run_rtcp() -> None:
-        await _reported(sender, sender_report, _TX_RTCP_STARTED, _TX_RTCP_EXITED)
-        # aiortc's last word for a stopped sender.
+    async def bye() -> None:  # aiortc's last word for a stopped sender
         await sender._send_rtcp([RtcpByePacket(sources=[sender._ssrc])])
+
+    async def run_rtcp() -> None:
+        await _reported(sender, sender_report, _TX_RTCP_STARTED, _TX_RTCP_EXITED, bye)
 
     sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
     sender.send = send  # type: ignore[method-assign]
@@ -697,7 +698,13 @@ def receiver_report(receiver: RTCRtpReceiver) -> bytes:
                 dlsr=dlsr,
             )
         )
-    return bytes(RtcpRrPacket(ssrc=rtcp_ssrc, reports=reports)) if reports else b""
+    # An RR holds 31 report blocks (a 5-bit count); aiortc writes one RR whatever the
+    # number, which is malformed past 31. More than 31 streams (a publisher that keeps
+    # changing SSRC) go into further RRs of the same compound packet (RFC 3550 6.4.2).
+    return b"".join(
+        bytes(RtcpRrPacket(ssrc=rtcp_ssrc, reports=reports[start : start + 31]))
+        for start in range(0, len(reports), 31)
+    )
 
 
 async def _reported(
@@ -705,19 +712,25 @@ async def _reported(
     report: Callable[[Any], bytes],
     started: str,
     exited: str,
+    last_word: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """What an intercepted sender's or receiver's ``_run_rtcp`` task does: its reports
-    go out from the loop's :class:`_Reports` until aiortc's ``stop`` cancels the task.
-    The events are aiortc's own: ``stop`` waits for both."""
+    go out from the loop's :class:`_Reports` until aiortc's ``stop`` cancels the task,
+    then ``last_word``. The events are aiortc's own: ``stop`` waits for both."""
     getattr(member, started).set()
-    reports = _Reports.of(asyncio.get_running_loop())
-    reports.add(member, report)
+    loop = asyncio.get_running_loop()
+    reports = _Reports.of(loop)
     try:
-        await asyncio.get_running_loop().create_future()  # until cancelled
-    except asyncio.CancelledError:
-        pass
+        try:
+            reports.add(member, report)
+            await loop.create_future()  # until cancelled
+        except asyncio.CancelledError:
+            pass
+        finally:
+            reports.remove(member)
+        if last_word is not None:
+            await last_word()
     finally:
-        reports.remove(member)
         getattr(member, exited).set()
 
 
@@ -1015,12 +1028,15 @@ def _bound_queue(connection: Connection, fast: FastPath) -> None:
     connection.data_received = data_received  # type: ignore[method-assign]
 
 
-def _forwarding_failed(fast: FastPath, exc: BaseException) -> None:
+def _forwarding_failed(
+    fast: FastPath, exc: BaseException, what: str = "forwarding an RTP packet"
+) -> None:
     """One packet lost to an unexpected error; the socket's callback lives on."""
     fast.errors += 1
     if fast.errors == 1:
         log.error(
-            "forwarding an RTP packet failed (further failures not logged)",
+            "%s failed (further failures not logged)",
+            what,
             exc_info=(type(exc), exc, exc.__traceback__),
         )
 
@@ -1102,27 +1118,37 @@ def _rtcp_receiver(dtls: RTCDtlsTransport, fast: FastPath) -> Callable[[bytes], 
     router: RtpRouter = dtls._rtp_router
     parse = RtcpPacket.parse
 
+    def failed(exc: BaseException) -> None:
+        _forwarding_failed(fast, exc, "handling an RTCP packet")
+
     def receive_rtcp(data: bytes) -> None:
         try:
             packets = parse(dtls._rx_srtp.unprotect_rtcp(data))
         except (pylibsrtp.Error, ValueError, struct.error):
             return
         for packet in packets:
-            for recipient in router.route_rtcp(packet):
+            try:
+                # aiortc's router unpacks a REMB's FCI here: struct.error if truncated.
+                recipients = router.route_rtcp(packet)
+            except (ValueError, struct.error):
+                continue
+            for recipient in recipients:
                 try:
-                    _run_now(recipient._handle_rtcp_packet(packet))
-                except Exception as exc:  # noqa: BLE001 (one handler must not stop the rest)
-                    _forwarding_failed(fast, exc)
+                    _run_now(recipient._handle_rtcp_packet(packet), failed)
+                # One failing handler must not stop the rest (nor the reader's batch).
+                except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001
+                    failed(exc)
 
     return receive_rtcp
 
 
-def _run_now(coroutine: Coroutine[Any, Any, Any]) -> None:
+def _run_now(coroutine: Coroutine[Any, Any, Any], failed: Callable[[BaseException], None]) -> None:
     """Run ``coroutine`` now, up to its end or its first real wait; a task finishes it.
 
     aiortc's RTCP handlers are coroutines that never wait (nor do the gateway's), so
     a task per packet would only add a turn of the event loop. Python 3.12's eager
-    tasks do this; on 3.11 it is :class:`_Rest`.
+    tasks do this; on 3.11 it is :class:`_Rest`. An exception raised before the first
+    wait is raised here; one raised after it goes to ``failed``.
     """
     try:
         waiting = coroutine.send(None)
@@ -1130,7 +1156,15 @@ def _run_now(coroutine: Coroutine[Any, Any, Any]) -> None:
         return
     task = asyncio.ensure_future(_finish(_Rest(coroutine, waiting)))
     _finishing.add(task)  # the loop keeps only a weak reference to a task
-    task.add_done_callback(_finishing.discard)
+
+    def finished(task: asyncio.Future[None]) -> None:
+        _finishing.discard(task)
+        if task.cancelled():
+            coroutine.close()  # cancelled before its first step: the handler is closed
+        elif task.exception() is not None:
+            failed(task.exception())  # type: ignore[arg-type]
+
+    task.add_done_callback(finished)
 
 
 #: The tasks finishing what :func:`_run_now` started.
@@ -1157,6 +1191,9 @@ class _Rest:
         while True:
             try:
                 sent = yield waiting
+            except GeneratorExit:  # the task itself is being closed: so is the coroutine
+                coroutine.close()
+                raise
             except BaseException as exc:  # noqa: BLE001 (a cancellation goes to the coroutine)
                 try:
                     waiting = coroutine.throw(exc)

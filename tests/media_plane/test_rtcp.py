@@ -20,10 +20,13 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc import rtcrtpreceiver as aiortc_receiver
 from aiortc import rtcrtpsender as aiortc_sender
+from aiortc.rtcdtlstransport import RtpRouter
 from aiortc.rtp import (
+    RTCP_PSFB_APP,
     AnyRtcpPacket,
     RtcpByePacket,
     RtcpPacket,
+    RtcpPsfbPacket,
     RtcpRrPacket,
     RtcpSdesPacket,
     RtcpSrPacket,
@@ -36,6 +39,10 @@ from tests.media_plane.harness import LoopbackRoom, wait_for
 from tests.media_plane.media import Clip
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def _unexpected(*args: object) -> None:
+    raise AssertionError(f"unexpected call: {args}")
 
 
 async def _one_round_of_aiortc(
@@ -138,6 +145,22 @@ async def test_a_receiver_report_is_the_one_aiortc_sends(monkeypatch: pytest.Mon
         await pc.close()
 
 
+async def test_more_than_31_streams_are_reported_in_further_receiver_reports() -> None:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        receiver = pc.addTransceiver("video").receiver
+        receiver._set_rtcp_ssrc(77)
+        streams = getattr(receiver, _aiortc._RX_REMOTE_STREAMS)
+        for ssrc in range(1, 41):  # a publisher that kept changing its SSRC
+            streams[ssrc] = _stream(ssrc * 100, 5, lost=set())
+        packets = RtcpPacket.parse(_aiortc.receiver_report(receiver))
+        assert [type(p) for p in packets] == [RtcpRrPacket, RtcpRrPacket]
+        assert [len(p.reports) for p in packets] == [31, 9]  # type: ignore[union-attr]
+        assert [r.ssrc for p in packets for r in p.reports] == list(range(1, 41))  # type: ignore[union-attr]
+    finally:
+        await pc.close()
+
+
 class _Leg:
     def __init__(self) -> None:
         self.sent: list[tuple[float, bytes]] = []
@@ -185,13 +208,14 @@ async def test_one_timer_sends_every_members_reports_when_due(
     assert reports.timer is not None
     assert timers() == 1
     with caplog.at_level(logging.ERROR, logger=_aiortc.log.name):
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(1.4)
     (a, a_leg), (_, b_leg), (_, c_leg) = members
     for leg, data in ((a_leg, b"a"), (b_leg, b"b")):
         assert [d for _, d in leg.sent] == [data, data]
         times = [t - start for t, _ in leg.sent]
-        assert 0.5 <= times[0] < 0.65
-        assert 1.0 <= times[1] < 1.15
+        assert 0.5 <= times[0] < 0.8  # due at 0.5 s, sent on the next tick
+        assert times[1] - times[0] >= 0.5
+        assert times[1] < 1.4
     assert c_leg.sent == []
     # c failed twice, logged once; the others were not held up by it.
     assert [r.getMessage() for r in caplog.records].count(
@@ -200,9 +224,9 @@ async def test_one_timer_sends_every_members_reports_when_due(
     assert timers() == 1  # one for all of them, whatever their number
 
     reports.remove(a)
-    await asyncio.sleep(0.6)
-    assert len(a_leg.sent) == 2
-    assert len(b_leg.sent) == 3
+    await asyncio.sleep(0.7)
+    assert len(a_leg.sent) == 2  # no longer reported
+    assert len(b_leg.sent) >= 3
     for member, _ in members:
         reports.remove(member)
     assert len(reports) == 0
@@ -232,7 +256,7 @@ async def test_a_handler_that_does_not_wait_runs_to_its_end_at_once() -> None:
     async def handler() -> None:
         done.append(await inner())  # awaits, but never waits (as aiortc's handlers)
 
-    _aiortc._run_now(handler())
+    _aiortc._run_now(handler(), _unexpected)
     assert done == ["yes"]  # before this task waited at all
 
 
@@ -247,7 +271,7 @@ async def test_a_handler_that_waits_is_finished_by_a_task() -> None:
         await asyncio.sleep(0)
         steps.append("after")
 
-    _aiortc._run_now(handler())
+    _aiortc._run_now(handler(), _unexpected)
     assert steps == ["before"]
     assert len(_aiortc._finishing) == 1
     future.set_result(42)
@@ -255,10 +279,11 @@ async def test_a_handler_that_waits_is_finished_by_a_task() -> None:
     assert await wait_for(lambda: not _aiortc._finishing, timeout=2)
 
 
-async def test_a_handler_that_fails_after_waiting_fails_in_its_task() -> None:
+async def test_a_handler_that_fails_after_waiting_is_reported_as_failed() -> None:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[None] = loop.create_future()
     caught: list[BaseException] = []
+    failures: list[BaseException] = []
 
     async def handler() -> None:
         try:
@@ -267,12 +292,42 @@ async def test_a_handler_that_fails_after_waiting_fails_in_its_task() -> None:
             caught.append(exc)
             raise RuntimeError("and then it failed") from exc
 
-    _aiortc._run_now(handler())
+    _aiortc._run_now(handler(), failures.append)
     (task,) = _aiortc._finishing
     future.set_exception(ValueError("the wait failed"))
     with pytest.raises(RuntimeError, match="and then it failed"):
         await task
     assert [str(e) for e in caught] == ["the wait failed"]
+    assert [str(e) for e in failures] == ["and then it failed"]
+
+
+@pytest.mark.parametrize("started", [False, True], ids=["before-its-step", "while-waiting"])
+async def test_cancelling_the_task_that_finishes_a_handler_ends_the_handler(
+    started: bool,
+) -> None:
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+    seen: list[str] = []
+
+    async def handler() -> None:
+        try:
+            await future
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        finally:
+            seen.append("ended")
+
+    _aiortc._run_now(handler(), _unexpected)
+    (task,) = _aiortc._finishing
+    if started:
+        await asyncio.sleep(0)  # the task's first step: it waits on the handler's future
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0)  # the done callbacks
+    assert seen == (["cancelled", "ended"] if started else ["ended"])
+    assert not _aiortc._finishing
 
 
 class _Router:
@@ -303,6 +358,21 @@ def _receiver_of(
     dtls = SimpleNamespace(_rtp_router=router, _rx_srtp=SimpleNamespace(unprotect_rtcp=unprotect))
     fast = _aiortc.FastPath(256)
     return _aiortc._rtcp_receiver(dtls, fast), router, fast  # type: ignore[arg-type]
+
+
+def test_a_truncated_remb_is_dropped_by_the_real_router() -> None:
+    # aiortc's router unpacks a REMB's SSRC list while routing: a count larger than the
+    # list raised struct.error out of the reader's callback (logged per datagram).
+    fast = _aiortc.FastPath(256)
+    dtls = SimpleNamespace(
+        _rtp_router=RtpRouter(), _rx_srtp=SimpleNamespace(unprotect_rtcp=lambda data: data)
+    )
+    receive = _aiortc._rtcp_receiver(dtls, fast)  # type: ignore[arg-type]
+    truncated = RtcpPsfbPacket(
+        fmt=RTCP_PSFB_APP, ssrc=5, media_ssrc=0, fci=b"REMB" + bytes([9, 0, 0, 0]) + bytes(4)
+    )
+    receive(bytes(truncated) + bytes(RtcpByePacket(sources=[5])))
+    assert fast.errors == 0
 
 
 def test_received_rtcp_reaches_every_recipient_and_a_failing_one_costs_nothing_more() -> None:
@@ -403,6 +473,6 @@ async def test_a_call_is_reported_from_one_timer_and_its_rtcp_handled_at_once(
     await room.close()
     assert len(reports) == 0
     assert reports.timer is None
-    # The gateway's senders said BYE on the way out, as aiortc's do (the subscriber's
-    # transport may be gone first, so only if it was still up).
-    assert all(p.sources[0] in sender_ssrcs for p in to_subscriber if isinstance(p, RtcpByePacket))
+    # The gateway's senders said BYE on the way out, as aiortc's do.
+    byes = {p.sources[0] for p in to_subscriber if isinstance(p, RtcpByePacket)}
+    assert byes == sender_ssrcs
