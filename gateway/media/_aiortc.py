@@ -117,7 +117,9 @@ __all__ = [
     "native_available",
     "on_keyframe_request",
     "probe_native",
+    "receiver_report",
     "restrict_gathering",
+    "sender_report",
     "sender_ssrcs",
 ]
 
