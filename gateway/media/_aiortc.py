@@ -113,7 +113,6 @@ __all__ = [
     "intercept_receiver",
     "intercept_sender",
     "local_candidate_addresses",
-    "media_datagrams_read",
     "native_available",
     "on_keyframe_request",
     "probe_native",
@@ -155,8 +154,9 @@ _PATCHED: Final = "_quietroom_patched"
 _RTP_HANDLER: Final = "_quietroom_rtp"
 _LEG: Final = "_quietroom_leg"
 _FAST: Final = "_quietroom_fast"
-#: On an event loop: its :class:`_Reports`.
+#: On an event loop: its :class:`_Reports`, and its :class:`_native.Poller`.
 _REPORTS: Final = "_quietroom_reports"
+_POLLER: Final = "_quietroom_poller"
 #: On an intercepted receiver: ssrc -> (forwarder, publisher track, aiortc statistics).
 _NATIVE_SOURCE: Final = "_quietroom_native_source"
 #: On a DTLS transport whose RTP the compiled path may forward.
@@ -382,12 +382,6 @@ if _NATIVE_BUILT:
 def native_available() -> bool:
     """Whether the compiled path was built (it needs a C compiler at install time)."""
     return _NATIVE_BUILT
-
-
-def media_datagrams_read() -> int:
-    """Datagrams the compiled path's socket readers have read so far (0 without them):
-    the event loop's poll interval applies while this moves (``event_loop.py``)."""
-    return int(_native.datagrams_read()) if _NATIVE_BUILT else 0
 
 
 # --- receivers: the publisher's media, before aiortc's jitter buffer --------------------------
@@ -1254,9 +1248,11 @@ def _read_natively(
     asyncio's datagram transport reads one datagram per wake-up and calls Python twice
     for it; the reader drains the socket with ``recvmmsg`` and sorts what it reads in C
     (``datagram_received`` above, in C). The transport stops reading (``pause_reading``)
-    and the loop calls the reader for its socket instead; closing the transport removes
-    the reader with it. Only on asyncio's selector loop with its own datagram transport
-    (uvloop and relayed candidates keep ``datagram_received``); False if not installed.
+    and the loop's :class:`_native.Poller` (one epoll set for every reader of the loop,
+    which the loop watches as one descriptor) calls the reader for its socket instead;
+    closing the transport takes the reader out. Only on asyncio's selector loop with its
+    own datagram transport (uvloop and relayed candidates keep ``datagram_received``);
+    False if not installed.
     """
     transport = protocol.transport
     try:
@@ -1289,10 +1285,42 @@ def _read_natively(
         report,
         receive_rtcp,
     )
+    poller = _poller(loop)
     transport.pause_reading()  # type: ignore[attr-defined]
-    loop._add_reader(sock.fileno(), reader.ready)  # type: ignore[attr-defined]
+    poller.add(reader)
+    lost = protocol.connection_lost
+
+    def connection_lost(exc: Exception | None) -> None:
+        # asyncio's transport calls this just before it closes the socket.
+        poller.remove(reader)
+        lost(exc)
+
+    protocol.connection_lost = connection_lost  # type: ignore[method-assign]
     fast.readers.append(reader)
     return True
+
+
+def _poller(loop: asyncio.AbstractEventLoop) -> _native.Poller:
+    """The loop's :class:`_native.Poller`, watched by the loop while it has readers."""
+    existing: _native.Poller | None = getattr(loop, _POLLER, None)
+    if existing is not None:
+        return existing
+
+    def report(exc: BaseException) -> None:
+        loop.call_exception_handler(
+            {"message": "Exception in a media socket reader", "exception": exc}
+        )
+
+    def empty() -> None:
+        loop._remove_reader(poller.fileno())  # type: ignore[attr-defined]
+        poller.close()
+        if getattr(loop, _POLLER, None) is poller:
+            delattr(loop, _POLLER)
+
+    poller = _native.Poller(report, empty)
+    loop._add_reader(poller.fileno(), poller.ready)  # type: ignore[attr-defined]
+    setattr(loop, _POLLER, poller)
+    return poller
 
 
 # --- ICE --------------------------------------------------------------------------------------

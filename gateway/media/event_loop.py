@@ -19,6 +19,11 @@ to its next timer otherwise), the selector returns without polling once that tim
 come, and the I/O waits for the poll that is due. So while media flows, I/O is polled
 once per interval, whatever else wakes the loop.
 
+The selector's ``select`` is ``_native.Polling.select``, in C: asyncio calls it at every
+turn of the loop. Only the compiled path reads media sockets itself, so without it
+(a package built without a C compiler) nothing would set the pace, and the loop is
+asyncio's own.
+
 ``QUIETROOM_MEDIA_POLL_INTERVAL_US`` sets it, in microseconds (0 turns it off).
 """
 
@@ -26,72 +31,83 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-import time
 from collections.abc import Callable
 
-from gateway.media._aiortc import media_datagrams_read
+try:  # built with the compiled path (gateway/media/_native.pyx)
+    from gateway.media import _native
+except ImportError:  # pragma: no cover (CI builds it)
+    _native = None  # type: ignore[assignment]
 
 __all__ = ["PollingSelector", "loop_factory"]
 
 
-class PollingSelector(selectors.DefaultSelector):
-    """Asyncio's selector, polling at most once per ``interval`` seconds while the
-    counter ``activity`` (media datagrams read so far) moves between polls."""
+class PollingSelector(selectors.EpollSelector):
+    """Asyncio's epoll selector, polling at most once per ``interval`` seconds while media
+    datagrams are read between polls (:class:`_native.Polling`).
+
+    ``activity``, ``clock``, ``sleep`` and ``record`` replace the compiled path's
+    datagram counter, the monotonic clock and the wait, and note each poll's timeout
+    (for tests).
+    """
 
     def __init__(
         self,
         interval: float,
-        activity: Callable[[], int],
+        activity: Callable[[], int] | None = None,
         *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+        record: list[float | None] | None = None,
     ) -> None:
+        if _native is None:  # pragma: no cover (CI builds it)
+            raise RuntimeError("the poll interval needs the compiled path")
         super().__init__()
-        if not 0 < interval <= 0.05:
-            raise ValueError("the poll interval must be more than 0 and at most 50 ms")
-        self.interval = interval
-        self._activity = activity
-        self._clock = clock
-        self._sleep = sleep
-        self._polled = -interval
-        self._seen = activity()
-        #: Polls that waited first; calls that did not poll (callbacks or a timer were
-        #: due first); the seconds both waited (for tests and profiles).
-        self.waits = 0
-        self.skipped = 0
-        self.waited = 0.0
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        if self._activity() != self._seen:
-            due = min(self._polled + self.interval - self._clock(), self.interval)
-            if due > 0:
-                if timeout is not None and timeout < due:
-                    # Callbacks are ready (timeout 0) or a timer is due before the next
-                    # poll: they run now, and I/O waits for that poll.
-                    if timeout > 0:
-                        self._sleep(timeout)
-                        self.waited += timeout
-                    self.skipped += 1
-                    return []
-                self._sleep(due)
-                self.waits += 1
-                self.waited += due
-                if timeout is not None:
-                    timeout -= due
         try:
-            return super().select(timeout)
-        finally:
-            self._polled = self._clock()
-            self._seen = self._activity()
+            self._polling = _native.Polling(
+                interval,
+                self._selector.fileno(),  # type: ignore[attr-defined]
+                self._fd_to_key,  # type: ignore[attr-defined]
+                activity,
+                clock,
+                sleep,
+                record,
+            )
+        except BaseException:
+            super().close()
+            raise
+        self.select = self._polling.select  # type: ignore[method-assign]
+
+    @property
+    def interval(self) -> float:
+        return float(self._polling.interval)
+
+    @property
+    def waits(self) -> int:
+        """Polls that waited first."""
+        return int(self._polling.waits)
+
+    @property
+    def skipped(self) -> int:
+        """Calls that did not poll: callbacks or a timer were due first."""
+        return int(self._polling.skipped)
+
+    @property
+    def waited(self) -> float:
+        """The seconds both waited."""
+        return float(self._polling.waited)
+
+    def close(self) -> None:
+        self._polling.close()
+        super().close()
 
 
 def loop_factory(interval_us: int) -> Callable[[], asyncio.AbstractEventLoop]:
     """What ``asyncio.Runner(loop_factory=...)`` should make for this poll interval."""
-    if interval_us <= 0:
+    if interval_us <= 0 or _native is None:
         return asyncio.new_event_loop
     interval = interval_us / 1_000_000
 
     def new_loop() -> asyncio.AbstractEventLoop:
-        return asyncio.SelectorEventLoop(PollingSelector(interval, media_datagrams_read))
+        return asyncio.SelectorEventLoop(PollingSelector(interval))
 
     return new_loop

@@ -29,22 +29,6 @@ class Clock:
         self.now += seconds
 
 
-class Spy(selectors.DefaultSelector):
-    """The real selector underneath, noting the timeout each poll is given."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.timeouts: list[float | None] = []
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        self.timeouts.append(None if timeout is None else round(timeout, 6))
-        return super().select(timeout)
-
-
-class Probed(PollingSelector, Spy):
-    pass
-
-
 class Media:
     """The counter of media datagrams read (``_native.datagrams_read``)."""
 
@@ -53,6 +37,18 @@ class Media:
 
     def __call__(self) -> int:
         return self.read
+
+
+class Probed(PollingSelector):
+    """The selector, noting the timeout each poll is given."""
+
+    def __init__(self, interval: float, media: Media, clock: Clock) -> None:
+        self._timeouts: list[float | None] = []
+        super().__init__(interval, media, clock=clock, sleep=clock.sleep, record=self._timeouts)
+
+    @property
+    def timeouts(self) -> list[float | None]:
+        return [None if t is None else round(t, 6) for t in self._timeouts]
 
 
 @pytest.fixture
@@ -67,7 +63,7 @@ def media() -> Media:
 
 @pytest.fixture
 def selector(clock: Clock, media: Media) -> Iterator[Probed]:
-    selector = Probed(INTERVAL, media, clock=clock, sleep=clock.sleep)
+    selector = Probed(INTERVAL, media, clock)
     # Something always readable, so that no poll blocks the test.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -155,6 +151,71 @@ def test_a_clock_that_steps_back_waits_one_interval_at_most(
     clock.now -= 60
     selector.select(None)
     assert clock.slept == [INTERVAL]
+
+
+def test_a_poll_gives_what_asyncio_s_epoll_selector_gives() -> None:
+    # The poll is EpollSelector.select in C: the same keys, with the same events.
+    plain, polling = selectors.EpollSelector(), PollingSelector(INTERVAL, Media())
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    e = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        a.send(b"x")  # b: readable and writable
+        d.close()  # c: hung up, readable and writable
+        for selector in (plain, polling):
+            selector.register(b, selectors.EVENT_READ | selectors.EVENT_WRITE, "b")
+            selector.register(c, selectors.EVENT_READ, "c")
+            selector.register(e, selectors.EVENT_READ, "e")  # nothing to read
+            selector.register(a, selectors.EVENT_WRITE, "a")
+        expected = sorted((key.data, events) for key, events in plain.select(0))
+        assert expected == [
+            ("a", selectors.EVENT_WRITE),
+            ("b", selectors.EVENT_READ | selectors.EVENT_WRITE),
+            ("c", selectors.EVENT_READ),
+        ]
+        got = polling.select(0)
+        assert sorted((key.data, events) for key, events in got) == expected
+        assert all(key is polling.get_key(key.fileobj) for key, _ in got)
+        polling.unregister(a)
+        assert sorted(key.data for key, _ in polling.select(None)) == ["b", "c"]
+    finally:
+        plain.close()
+        polling.close()
+        for sock in (a, b, c, e):
+            sock.close()
+    with pytest.raises(ValueError, match="closed"):
+        polling.select(0)
+
+
+def test_on_the_real_clock_media_makes_the_next_poll_wait() -> None:
+    from gateway.media import _aiortc
+
+    selector = PollingSelector(INTERVAL)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    transport = type("Transport", (), {"_closing": False})()
+    got: list[bytes] = []
+    reader = _aiortc._native.Reader(
+        sock.fileno(), transport, None, lambda data, addr: got.append(data),
+        None, None, None, None,
+    )  # fmt: skip
+    try:
+        selector.register(sender, selectors.EVENT_WRITE)  # always ready
+        assert selector.select(None)
+        assert selector.waits == 0
+        sender.sendto(b"\x00\x01", sock.getsockname())
+        reader.ready()  # the compiled path read a media socket in that turn
+        assert got == [b"\x00\x01"]
+        assert selector.select(10.0)
+        assert selector.waits == 1
+        assert 0 < selector.waited <= INTERVAL
+        assert selector.select(None)  # nothing read since: at once
+        assert selector.waits == 1
+    finally:
+        selector.close()
+        sock.close()
+        sender.close()
 
 
 @pytest.mark.parametrize("interval", [0.0, -1.0, 0.051])

@@ -752,7 +752,9 @@ def test_a_socket_error_goes_to_the_protocol_as_asyncio_reports_it(sorted_: Sort
 
 async def test_the_fast_path_reads_with_the_reader_and_closing_removes_it() -> None:
     loop = asyncio.get_running_loop()
+    selector = loop._selector  # type: ignore[attr-defined]
     got: list[tuple[bytes, Any]] = []
+    lost: list[Exception | None] = []
 
     class Protocol(asyncio.DatagramProtocol):
         transport: Any = None
@@ -763,30 +765,204 @@ async def test_the_fast_path_reads_with_the_reader_and_closing_removes_it() -> N
         def datagram_received(self, data: bytes, addr: Any) -> None:
             got.append((data, addr))
 
-    transport, protocol = await loop.create_datagram_endpoint(Protocol, local_addr=(LOOPBACK, 0))
+        def connection_lost(self, exc: Exception | None) -> None:
+            lost.append(exc)
+
+    endpoints = [
+        await loop.create_datagram_endpoint(Protocol, local_addr=(LOOPBACK, 0)) for _ in range(2)
+    ]
     sorted_ = Sorted()
     try:
         fast = _aiortc.FastPath(256)
-        assert _aiortc._read_natively(
-            protocol,
-            sorted_.lane,
-            protocol.datagram_received,
-            _unexpected,
-            _unexpected,
-            fast,  # type: ignore[arg-type]
-        )
-        (reader,) = fast.readers
-        sorted_.sender.sendto(b"\x00\x01", transport.get_extra_info("sockname"))
-        assert await wait_for(lambda: len(got) == 1, timeout=2)
-        assert reader.datagrams == 1  # the reader read it, not asyncio's transport
-        assert got == [(b"\x00\x01", sorted_.sender.getsockname())]
-        fd = transport.get_extra_info("socket").fileno()
-        transport.close()
+        for _, protocol in endpoints:
+            assert _aiortc._read_natively(
+                protocol,
+                sorted_.lane,
+                protocol.datagram_received,
+                _unexpected,
+                _unexpected,
+                fast,  # type: ignore[arg-type]
+            )
+        readers = fast.readers
+        poller = getattr(loop, _aiortc._POLLER)
+        assert all(reader in poller for reader in readers)
+        # The loop watches the poller's one descriptor, not the sockets.
+        assert selector.get_key(poller.fileno()).data[0]._callback == poller.ready
+        fds = [transport.get_extra_info("socket").fileno() for transport, _ in endpoints]
+        for fd in fds:
+            with pytest.raises(KeyError):
+                selector.get_key(fd)
+        for transport, _ in endpoints:
+            sorted_.sender.sendto(b"\x00\x01", transport.get_extra_info("sockname"))
+        assert await wait_for(lambda: len(got) == 2, timeout=2)
+        # the readers read them, not asyncio's transports
+        assert [reader.datagrams for reader in readers] == [1, 1]
+        assert got == [(b"\x00\x01", sorted_.sender.getsockname())] * 2
+        # Closing one transport takes its reader out; the protocol still hears of it.
+        endpoints[0][0].close()
         await asyncio.sleep(0)
+        assert lost == [None]
+        assert readers[0] not in poller
+        assert readers[1] in poller
+        assert getattr(loop, _aiortc._POLLER) is poller
+        # The last one leaves: the loop stops watching the poller, which is closed.
+        epoll = poller.fileno()
+        endpoints[1][0].close()
+        await asyncio.sleep(0)
+        assert lost == [None, None]
+        assert len(poller) == 0
+        assert poller.fileno() == -1
         with pytest.raises(KeyError):
-            loop._selector.get_key(fd)  # type: ignore[attr-defined]
+            selector.get_key(epoll)
+        assert not hasattr(loop, _aiortc._POLLER)
+        # The next call's first reader makes a new one.
+        transport, protocol = endpoints[0] = await loop.create_datagram_endpoint(
+            Protocol, local_addr=(LOOPBACK, 0)
+        )
+        assert _aiortc._read_natively(
+            protocol, sorted_.lane, protocol.datagram_received, _unexpected, _unexpected,
+            fast,  # type: ignore[arg-type]
+        )  # fmt: skip
+        assert getattr(loop, _aiortc._POLLER) is not poller
+        sorted_.sender.sendto(b"\x00\x02", transport.get_extra_info("sockname"))
+        assert await wait_for(lambda: len(got) == 3, timeout=2)
     finally:
-        transport.close()
+        for transport, _ in endpoints:
+            transport.close()
+        await asyncio.sleep(0)
+        sorted_.close()
+    assert not hasattr(loop, _aiortc._POLLER)
+
+
+class Polled:
+    """A poller and what it reported, and whether it said it was empty."""
+
+    def __init__(self) -> None:
+        self.reported: list[BaseException] = []
+        self.emptied = 0
+        self.poller = _aiortc._native.Poller(self.reported.append, self._empty)
+
+    def _empty(self) -> None:
+        self.emptied += 1
+
+
+def test_the_poller_drains_every_ready_socket_in_one_wake_up() -> None:
+    polled, first, second = Polled(), Sorted(), Sorted()
+    try:
+        polled.poller.add(first.reader)
+        polled.poller.add(second.reader)
+        polled.poller.add(second.reader)  # again: nothing changes
+        assert len(polled.poller) == 2
+        polled.poller.ready()  # nothing ready yet
+        assert polled.poller.wakeups == 0
+        first.send(b"\x00\x01", b"\x00\x02")
+        second.send(b"\x00\x03")
+        polled.poller.ready()
+        assert (polled.poller.wakeups, polled.poller.sockets) == (1, 2)
+        assert [d for d, _ in first.other] == [b"\x00\x01", b"\x00\x02"]
+        assert [d for d, _ in second.other] == [b"\x00\x03"]
+        # A burst longer than a reader's turn waits for the next wake-up.
+        first.send(*[b"\x00" + bytes([n]) for n in range(70)])
+        polled.poller.ready()
+        assert first.reader.datagrams == 2 + 64
+        polled.poller.ready()
+        assert first.reader.datagrams == 2 + 70
+        assert polled.reported == []
+        assert polled.emptied == 0
+    finally:
+        polled.poller.close()
+        first.close()
+        second.close()
+
+
+def test_a_reader_that_raises_is_reported_and_the_others_still_read() -> None:
+    class Broken:
+        @property
+        def _closing(self) -> bool:
+            raise RuntimeError("transport broken")
+
+    polled, broken, working = Polled(), Sorted(), Sorted()
+    try:
+        reader = _aiortc._native.Reader(
+            broken.sock.fileno(), Broken(), broken.lane, _unexpected,
+            _unexpected, _unexpected, _unexpected, _unexpected,
+        )  # fmt: skip
+        polled.poller.add(reader)
+        polled.poller.add(working.reader)
+        broken.send(b"\x00\x01")
+        working.send(b"\x00\x02")
+        polled.poller.ready()
+        assert [str(e) for e in polled.reported] == ["transport broken"]
+        assert [d for d, _ in working.other] == [b"\x00\x02"]
+        assert reader in polled.poller  # it is its owner's to take out
+    finally:
+        polled.poller.close()
+        broken.close()
+        working.close()
+
+
+def test_a_closing_transport_leaves_the_poller_at_once() -> None:
+    polled, sorted_ = Polled(), Sorted()
+    try:
+        polled.poller.add(sorted_.reader)
+        sorted_.transport._closing = True  # asyncio closes the socket a turn later
+        sorted_.send(b"\x00\x01")
+        polled.poller.ready()
+        # Out, with its datagram unread: it would otherwise wake the loop until then.
+        assert sorted_.reader not in polled.poller
+        assert sorted_.other == []
+        assert polled.emptied == 1
+        polled.poller.remove(sorted_.reader)  # connection_lost, after: nothing more
+        assert polled.emptied == 1
+    finally:
+        polled.poller.close()
+        sorted_.close()
+
+
+def test_a_socket_number_reused_after_removal_or_close_is_watched_again() -> None:
+    polled = Polled()
+    keep = Sorted()  # so that the poller is never empty
+    try:
+        polled.poller.add(keep.reader)
+        for remove_first in (True, False):
+            old = Sorted()
+            polled.poller.add(old.reader)
+            number = old.sock.fileno()
+            if remove_first:
+                polled.poller.remove(old.reader)  # as connection_lost does
+            old.close()  # the kernel takes a closed socket out of the set either way
+            new = Sorted()
+            try:
+                assert new.sock.fileno() == number  # the lowest free number, reused
+                polled.poller.add(new.reader)
+                assert old.reader not in polled.poller
+                polled.poller.remove(old.reader)  # a stale owner: nothing happens
+                assert new.reader in polled.poller
+                new.send(b"\x00\x01")
+                polled.poller.ready()
+                assert [d for d, _ in new.other] == [b"\x00\x01"]
+                polled.poller.remove(new.reader)
+            finally:
+                new.close()
+        assert polled.emptied == 0
+    finally:
+        polled.poller.close()
+        keep.close()
+
+
+def test_a_closed_poller_reads_nothing_and_takes_no_reader() -> None:
+    polled, sorted_ = Polled(), Sorted()
+    try:
+        polled.poller.add(sorted_.reader)
+        polled.poller.close()
+        assert polled.poller.fileno() == -1
+        assert len(polled.poller) == 0
+        sorted_.send(b"\x00\x01")
+        polled.poller.ready()
+        assert sorted_.other == []
+        with pytest.raises(ValueError, match="closed"):
+            polled.poller.add(sorted_.reader)
+    finally:
         sorted_.close()
 
 
