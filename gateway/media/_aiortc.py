@@ -37,7 +37,7 @@ What is wrapped, and where aiortc does it:
   intercepted senders and receivers that task only waits to be cancelled (as aiortc's
   ``stop`` expects), and one timer per event loop (:class:`_Reports`) sends the same
   packets, built from the same private fields. :class:`SenderSink` writes the forwarded
-  stream's values there.
+  stream's values there (its counts when a report or ``getStats`` reads them).
 * host candidates: ``aioice.Connection.gather_candidates`` binds on
   ``get_host_addresses()`` (every interface but 127.0.0.1);
   :func:`restrict_gathering` makes one connection bind only on a given list.
@@ -62,7 +62,7 @@ import aiortc
 import pylibsrtp
 from aioice import Connection, TransportPolicy
 from aioice.ice import CandidatePair, StunProtocol
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCStatsReport
 from aiortc import rtcrtpreceiver as _receiver_module
 from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
 from aiortc.rtcdtlstransport import State as DtlsState
@@ -91,6 +91,7 @@ from aiortc.rtp import (
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
 
+from gateway.media.counters import TrackCounters
 from gateway.media.receive_statistics import ReceiveStatistics
 from gateway.media.udp_drops import socket_inode
 
@@ -142,6 +143,8 @@ _TX_NTP: Final = "_RTCRtpSender__ntp_timestamp"
 _TX_RTP: Final = "_RTCRtpSender__rtp_timestamp"
 _TX_PACKETS: Final = "_RTCRtpSender__packet_count"
 _TX_OCTETS: Final = "_RTCRtpSender__octet_count"
+#: On an intercepted sender: the TrackCounters its counts are copied from.
+_TX_COUNTERS: Final = "_quietroom_counters"
 _TX_LSR: Final = "_RTCRtpSender__lsr"
 _TX_LSR_TIME: Final = "_RTCRtpSender__lsr_time"
 _TX_CNAME: Final = "_RTCRtpSender__cname"
@@ -245,6 +248,7 @@ def _check_internals() -> list[str]:
         (RTCRtpSender, "_run_rtcp", (_TX_LSR, _TX_LSR_TIME, _TX_CNAME, "_ssrc")),
         (RTCRtpSender, "_run_rtcp", (_TX_RTCP_STARTED, _TX_RTCP_EXITED, "_send_rtcp")),
         (RTCRtpSender, "send", ("_run_rtcp",)),
+        (RTCRtpSender, "getStats", (_TX_PACKETS, _TX_OCTETS)),  # copied in first
         (RTCRtpSender, "stop", (_TX_RTCP_STARTED, _TX_RTCP_EXITED)),
         (RTCRtpReceiver, "_run_rtcp", (_RX_REMOTE_STREAMS, _RX_LSR, _RX_LSR_TIME)),
         (RTCRtpReceiver, "_run_rtcp", (_RX_RTCP_SSRC, _RX_RTCP_STARTED, _RX_RTCP_EXITED)),
@@ -569,9 +573,16 @@ def intercept_sender(
     async def run_rtcp() -> None:
         await _reported(sender, sender_report, _TX_RTCP_STARTED, _TX_RTCP_EXITED, bye)
 
+    original_stats = sender.getStats
+
+    async def get_stats() -> RTCStatsReport:
+        _copy_counts(sender)
+        return await original_stats()
+
     sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
     sender.send = send  # type: ignore[method-assign]
     sender._run_rtcp = run_rtcp  # type: ignore[method-assign]
+    sender.getStats = get_stats  # type: ignore[method-assign]
 
 
 def _route_fir(transport: RTCDtlsTransport) -> None:
@@ -631,10 +642,18 @@ class SenderSink:
         setattr(self._sender, _TX_NTP, ntp_timestamp)
         setattr(self._sender, _TX_RTP, rtp_timestamp)
 
-    def count(self, *, packets: int, octets: int) -> None:
-        """The packet and payload octet counts the next sender reports carry."""
-        setattr(self._sender, _TX_PACKETS, packets)
-        setattr(self._sender, _TX_OCTETS, octets)
+    def count_from(self, counters: TrackCounters) -> None:
+        """The sender reports (and aiortc's ``getStats``) carry these counters' packets
+        and payload octets: they are copied to the sender when a report is built."""
+        setattr(self._sender, _TX_COUNTERS, counters)
+
+
+def _copy_counts(sender: RTCRtpSender) -> None:
+    """Bring aiortc's packet and octet counts of ``sender`` up to its sink's counters."""
+    counters: TrackCounters | None = getattr(sender, _TX_COUNTERS, None)
+    if counters is not None:
+        setattr(sender, _TX_PACKETS, counters.packets)
+        setattr(sender, _TX_OCTETS, counters.octets)
 
 
 # --- sender and receiver reports --------------------------------------------------------------
@@ -643,6 +662,7 @@ class SenderSink:
 def sender_report(sender: RTCRtpSender) -> bytes:
     """The sender report (and SDES CNAME) aiortc's ``RTCRtpSender._run_rtcp`` would send
     now; notes its NTP time for the round-trip estimate, as aiortc does."""
+    _copy_counts(sender)
     ntp_timestamp: int = getattr(sender, _TX_NTP)
     packets: list[AnyRtcpPacket] = [
         RtcpSrPacket(

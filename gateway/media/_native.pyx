@@ -9,8 +9,8 @@ this does, in C, exactly what the Python path does: SRTP unprotect; the receive
 statistics aiortc's reports read; the forwarder's counters and gap tracking; per
 subscriber the sequence rewriter, the header
 :class:`gateway.media.rtp_header.OutgoingHeader` would write, the packet history, SRTP
-protect and ``sendto``; the sender's report counters. It reads and writes the very
-objects the Python path uses, so there is one state and nothing to synchronise. The
+protect and ``sendto``; the counters its sender reports read. It reads and writes the
+very objects the Python path uses, so there is one state and nothing to synchronise. The
 classes of the ones it touches per packet (counters, gap tracker, rewriter, history,
 receive statistics) are plain Python files compiled with C fields (their .pxd), which
 it reads and writes without attribute lookups; it loads only if they are compiled.
@@ -229,7 +229,6 @@ cdef class Target:
     cdef SequenceRewriter rewriter
     cdef PacketHistory history  # or None, for audio
     cdef TrackCounters counters
-    cdef object sender
     cdef object leg
     cdef dict nominated
     cdef object dtls
@@ -251,7 +250,6 @@ cdef class Target:
         self.rewriter = track.rewriter
         self.history = track.history
         self.counters = track.counters
-        self.sender = sink._sender
         self.leg = sink._leg
         self.nominated = self.leg._nominated
         self.dtls = self.leg._dtls
@@ -750,9 +748,6 @@ cdef class Lane:
         else:
             stats.audio_packets_out += 1
             stats.audio_octets_out += payload_len
-        sender = target.sender
-        sender._RTCRtpSender__packet_count = counters.packets
-        sender._RTCRtpSender__octet_count = counters.octets
         return 0
 
 

@@ -402,7 +402,6 @@ class RoomForwarder:
                 else:
                     self.stats.audio_packets_out += 1
                     self.stats.audio_octets_out += size
-                target.sink.count(packets=target.counters.packets, octets=target.counters.octets)
             else:
                 self.stats.not_forwarded += 1
                 target.counters.dropped += 1

@@ -57,7 +57,10 @@ class DownstreamSink(Protocol):
 
     def report(self, *, ntp_timestamp: int, rtp_timestamp: int) -> None: ...
 
-    def count(self, *, packets: int, octets: int) -> None: ...
+    def count_from(self, counters: TrackCounters) -> None:
+        """The sender reports carry these counters' packets and payload octets (read
+        when a report is built, not written per packet)."""
+        ...
 
 
 def _formats(codecs: Sequence[RTCRtpCodecParameters]) -> dict[int, CodecFormat]:
@@ -177,6 +180,7 @@ class SubscribedTrack:
         #: The subscriber's latest REMB, bits per second.
         self.remb: int | None = None
         self.counters = TrackCounters()
+        sink.count_from(self.counters)
 
     def __repr__(self) -> str:
         return f"SubscribedTrack({self.track_id!r}, {self.kind.value})"

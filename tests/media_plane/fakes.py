@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
+from gateway.media.counters import TrackCounters
 from gateway.media.tracks import MediaKind, PublishedTrack, SubscribedTrack
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
@@ -136,8 +137,8 @@ class FakeFeedback:
 class FakeSink:
     sent: list[bytes] = field(default_factory=list)
     reports: list[tuple[int, int]] = field(default_factory=list)
-    counts: tuple[int, int] = (0, 0)
     connected: bool = True
+    counters: TrackCounters = field(default_factory=TrackCounters)
 
     def send(self, data: bytes) -> bool:
         if not self.connected:
@@ -148,8 +149,12 @@ class FakeSink:
     def report(self, *, ntp_timestamp: int, rtp_timestamp: int) -> None:
         self.reports.append((ntp_timestamp, rtp_timestamp))
 
-    def count(self, *, packets: int, octets: int) -> None:
-        self.counts = (packets, octets)
+    def count_from(self, counters: TrackCounters) -> None:
+        self.counters = counters
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        return (self.counters.packets, self.counters.octets)
 
 
 def published(

@@ -34,6 +34,7 @@ from aiortc.rtp import (
 )
 
 from gateway.media import _aiortc
+from gateway.media.counters import TrackCounters
 from gateway.media.receive_statistics import ReceiveStatistics
 from tests.media_plane.harness import LoopbackRoom, wait_for
 from tests.media_plane.media import Clip
@@ -66,6 +67,33 @@ async def _one_round_of_aiortc(
     monkeypatch.setattr(member, "_send_rtcp", send_rtcp)
     await type(member)._run_rtcp(member)
     return sent
+
+
+async def test_reports_and_get_stats_read_the_counts_of_the_sinks_counters() -> None:
+    # Neither path writes aiortc's counts per packet: a report (and getStats) copies
+    # them from the counters the forwarder keeps for the subscribed track.
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        sender = pc.addTransceiver("video").sender
+
+        async def nothing(*args: object) -> None:
+            return None
+
+        _aiortc.intercept_sender(sender, on_started=nothing, on_feedback=nothing)
+        counters = TrackCounters()
+        _aiortc.SenderSink(sender).count_from(counters)
+        counters.packets = (1 << 32) + 5
+        counters.octets = 999
+        sr, *_ = RtcpPacket.parse(_aiortc.sender_report(sender))
+        assert isinstance(sr, RtcpSrPacket)
+        assert (sr.sender_info.packet_count, sr.sender_info.octet_count) == (5, 999)
+        counters.packets += 1
+        counters.octets += 100
+        stats = await sender.getStats()
+        (outbound,) = [s for s in stats.values() if s.type == "outbound-rtp"]
+        assert (outbound.packetsSent, outbound.bytesSent) == ((1 << 32) + 6, 1099)
+    finally:
+        await pc.close()
 
 
 async def test_a_sender_report_is_the_one_aiortc_sends(monkeypatch: pytest.MonkeyPatch) -> None:
