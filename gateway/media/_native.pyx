@@ -29,6 +29,7 @@ thread, as the Python path does.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Size
 from cpython.list cimport PyList_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.errno cimport EAGAIN, EEXIST, EINTR, errno
 from cpython.exc cimport PyErr_CheckSignals
@@ -155,6 +156,8 @@ cdef int _max_datagram = 0
 
 #: At most this many subscribers of one publisher track are served here per packet.
 DEF MAX_TARGETS = 32
+#: SSRCs whose routes a lane remembers (audio, video, and a spare for a change).
+DEF KNOWN = 4
 #: Room for any datagram the Python path handles (pylibsrtp's buffer is 1500 bytes).
 DEF BUFFER = 2048
 DEF WORDS = 512  # BUFFER in 32-bit words (libsrtp reads headers as words)
@@ -233,6 +236,10 @@ cdef class Target:
     cdef dict nominated
     cdef object dtls
     cdef dict payload_types
+    # the last format looked up in payload_types (never changed once made), and its
+    # payload type on this leg (None: not negotiated)
+    cdef object last_format
+    cdef object last_payload_type
     cdef uint8_t ssrc[4]
     # the extension block (its 4-byte header included; empty without extensions), where
     # abs-send-time's 3 bytes and the level byte go in it (-1: not there); [0] without
@@ -254,6 +261,8 @@ cdef class Target:
         self.nominated = self.leg._nominated
         self.dtls = self.leg._dtls
         self.payload_types = track.payload_types
+        self.last_format = None
+        self.last_payload_type = None
         ssrc = header._ssrc
         self.ssrc[0] = (ssrc >> 24) & 0xFF
         self.ssrc[1] = (ssrc >> 16) & 0xFF
@@ -317,9 +326,16 @@ cdef class Route:
     cdef ForwarderStats stats
     cdef TrackCounters counters
     cdef MissingPackets missing
+    cdef dict published
+    cdef dict subscribers
+    cdef list taps
     cdef double clockrate
-    # payload type -> (CodecFormat, is video)
+    # payload type -> (CodecFormat, is video); never changed once made
     cdef dict formats
+    # the last payload type looked up there (-1: none yet), and what it gave
+    cdef int last_payload_type
+    cdef object last_format
+    cdef bint last_video
     # a Target per subscriber, in the order of the forwarder's list of them
     cdef list cached
 
@@ -332,8 +348,14 @@ cdef class Route:
         self.stats = forwarder.stats
         self.counters = source.counters
         self.missing = source.missing
+        self.published = forwarder._published
+        self.subscribers = forwarder._targets
+        self.taps = forwarder._taps
         self.clockrate = statistics._clockrate
         self.formats = {pt: (fmt, bool(fmt.is_video)) for pt, fmt in formats.items()}
+        self.last_payload_type = -1
+        self.last_format = None
+        self.last_video = False
         self.cached = []
 
     cdef Target target(self, int i, track):
@@ -370,6 +392,11 @@ cdef class Lane:
     cdef object rx_session
     cdef void* rx_ctx
     cdef readonly dict routes
+    # the routes of the last SSRCs looked up (a connection sends a few at most); ``learn``
+    # is the only writer of ``routes`` and empties it
+    cdef uint32_t known_ssrcs[KNOWN]
+    cdef list known
+    cdef int known_next
     # incoming header extension ids (0: not negotiated)
     cdef int mid_id, rid_id, rrid_id, abs_id, toffset_id, level_id, tsn_id
     #: A benchmark's latency probe: ``on_ingress(arrival_ns)`` before a :class:`Reader`
@@ -399,6 +426,8 @@ cdef class Lane:
         self.rx_session = None
         self.rx_ctx = NULL
         self.routes = {}
+        self.known = [None] * KNOWN
+        self.known_next = 0
         self.on_ingress = None
         self.on_egress = None
         self.targets = [None] * MAX_TARGETS
@@ -418,6 +447,8 @@ cdef class Lane:
         if type(statistics) is not ReceiveStatistics:
             return  # not the receive statistics this module writes
         self.routes[ssrc] = Route(forwarder, source, ssrc, statistics, source.formats)
+        for i in range(KNOWN):
+            self.known[i] = None
 
     cdef int _check_extensions(self, const uint8_t* p, int length, int profile,
                                int* level) except -2:
@@ -501,6 +532,22 @@ cdef class Lane:
         except Exception:
             return False
 
+    cdef Route _route(self, uint32_t ssrc):
+        """The route of ``ssrc`` (None: not learnt), from the last few looked up."""
+        cdef int i
+        cdef Route found
+        for i in range(KNOWN):
+            if self.known_ssrcs[i] == ssrc and self.known[i] is not None:
+                return self.known[i]
+        found = self.routes.get(ssrc)
+        if found is None:
+            return None
+        i = self.known_next
+        self.known_ssrcs[i] = ssrc
+        self.known[i] = found
+        self.known_next = (i + 1) % KNOWN
+        return found
+
     cdef int _forward(self, int length) except -1:
         """0 if forwarded here; 1 to hand the packet back to the Python path."""
         cdef uint8_t* p = <uint8_t*>self.plain
@@ -514,7 +561,7 @@ cdef class Lane:
         cdef ReceiveStatistics statistics
         cdef Target target
         cdef Out out
-        cdef dict published, subscribers
+        cdef tuple epoch
         if length < 12:
             return 1
         first = p[0]
@@ -545,22 +592,30 @@ cdef class Lane:
         seq = (<uint32_t>p[2] << 8) | p[3]
         ts = (<uint32_t>p[4] << 24) | (<uint32_t>p[5] << 16) | (<uint32_t>p[6] << 8) | p[7]
         ssrc_value = (<uint32_t>p[8] << 24) | (<uint32_t>p[9] << 16) | (<uint32_t>p[10] << 8) | p[11]
-        ssrc = ssrc_value
 
-        route = self.routes.get(ssrc)
+        route = self._route(ssrc_value)
         if route is None:
             return 1
-        entry = route.formats.get(payload_type)
-        if entry is None:
-            return 1  # RTX, or a payload type the Python path counts as unknown
-        fmt = entry[0]
-        video = entry[1]
-        forwarder = route.forwarder
+        if payload_type == route.last_payload_type:
+            fmt = route.last_format
+            video = route.last_video
+        else:
+            entry = route.formats.get(payload_type)
+            if entry is None:
+                return 1  # RTX, or a payload type the Python path counts as unknown
+            fmt = entry[0]
+            video = entry[1]
+            route.last_payload_type = payload_type
+            route.last_format = fmt
+            route.last_video = video
         source = route.source
-        published = forwarder._published
-        if forwarder._taps or published.get(route.track_id) is not source:
+        if PyList_GET_SIZE(route.taps) or route.published.get(route.track_id) is not source:
             return 1
-        if source.media_ssrc != ssrc or source.keyframe_wanted or source.keyframe_urgent:
+        ssrc = route.ssrc
+        media_ssrc = source.media_ssrc
+        if media_ssrc is not ssrc and media_ssrc != ssrc:
+            return 1
+        if source.keyframe_wanted or source.keyframe_urgent:
             return 1
         missing = route.missing
         if video:
@@ -576,8 +631,7 @@ cdef class Lane:
             return 1
 
         # Every subscriber must be in the steady state too, before anything changes.
-        subscribers = forwarder._targets
-        targets = subscribers.get(route.track_id)
+        targets = route.subscribers.get(route.track_id)
         count = 0 if targets is None else PyList_GET_SIZE(targets)
         if count > MAX_TARGETS:
             return 1
@@ -585,16 +639,25 @@ cdef class Lane:
             del route.cached[count:]  # subscribers gone: let go of them
         for i in range(count):
             target = route.target(i, targets[i])
-            out_pt = target.payload_types.get(fmt)
+            if fmt is target.last_format:
+                out_pt = target.last_payload_type
+            else:
+                out_pt = target.payload_types.get(fmt)
+                target.last_format = fmt
+                target.last_payload_type = out_pt
             if out_pt is None or target.track.waiting_keyframe:
                 return 1
-            epoch = target.rewriter._epoch
-            if (
-                type(epoch) is not tuple
-                or len(epoch) != 2
-                or epoch[1] != ssrc
-                or epoch[0] != route.track_id
-            ):
+            epoch_object = target.rewriter._epoch
+            if type(epoch_object) is not tuple:
+                return 1
+            epoch = epoch_object
+            if PyTuple_GET_SIZE(epoch) != 2:
+                return 1
+            part = epoch[1]
+            if part is not ssrc and part != ssrc:
+                return 1
+            part = epoch[0]
+            if part is not route.track_id and part != route.track_id:
                 return 1
             leg = target.leg
             out_object = leg._out

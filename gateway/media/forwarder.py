@@ -92,6 +92,8 @@ class RoomForwarder:
         self._keyframe_interval = keyframe_interval
         self._resend_interval = resend_interval
         self._remb_interval = remb_interval
+        # _published, _targets and _taps are never replaced, only changed: the compiled
+        # path keeps references to them.
         self._published: dict[str, PublishedTrack] = {}
         self._subscribed: dict[str, SubscribedTrack] = {}
         self._targets: dict[str, list[SubscribedTrack]] = {}

@@ -131,8 +131,9 @@ class SubscribedTrack:
     """One sender on a subscriber's leg, filled with one publisher track's packets.
 
     Its ``header``, ``sink``, ``rewriter``, ``history``, ``counters`` and
-    ``payload_types`` are never replaced once made: the compiled path
-    (``_native.Target``) keeps references to them while the track exists.
+    ``payload_types`` are never replaced once made (nor is ``payload_types`` changed):
+    the compiled path (``_native.Target``) keeps references to them while the track
+    exists.
     """
 
     def __init__(

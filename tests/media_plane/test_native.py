@@ -354,6 +354,22 @@ async def test_steady_video_is_forwarded_in_c_byte_for_byte(pair: Pair) -> None:
     assert pair.fast.packets == paths.count("native")  # the Python side counts the rest
 
 
+async def test_a_route_learnt_again_replaces_the_one_the_lane_remembers(pair: Pair) -> None:
+    assert pair.deliver(video(100, 3000, VP8_KEYFRAME_START)) == "python"
+    assert pair.deliver(video(101, 3000)) == "native"  # the lane now remembers the route
+    # The SSRC now feeds another forwarder, where that publisher's track is not
+    # published: the lane must hand its packets back instead of using the old route.
+    elsewhere = RoomForwarder(room_id="rm_other")
+    ssrc = next(iter(pair.lane.routes))
+    pair.lane.learn(ssrc, elsewhere, pair.native.source, pair.native.statistics[ssrc])
+    assert pair.lane.routes[ssrc] is not None
+    assert pair.deliver(video(102, 6000)) == "python"
+    # Learnt back, it is forwarded here again.
+    pair.lane.learn(ssrc, pair.native.forwarder, pair.native.source, pair.native.statistics[ssrc])
+    assert pair.deliver(video(103, 6000)) == "native"
+    pair.assert_same()
+
+
 async def test_csrc_padding_audio_level_marker_and_wraparound_match(pair: Pair) -> None:
     pair.deliver(video(65530, 1000, VP8_KEYFRAME_START))
     paths = [
