@@ -248,7 +248,9 @@ def _check_internals() -> list[str]:
         (RTCRtpSender, "_run_rtcp", (_TX_LSR, _TX_LSR_TIME, _TX_CNAME, "_ssrc")),
         (RTCRtpSender, "_run_rtcp", (_TX_RTCP_STARTED, _TX_RTCP_EXITED, "_send_rtcp")),
         (RTCRtpSender, "send", ("_run_rtcp",)),
-        (RTCRtpSender, "getStats", (_TX_PACKETS, _TX_OCTETS)),  # copied in first
+        # Readers of the counts, which are copied in first (not written per packet).
+        (RTCRtpSender, "getStats", (_TX_PACKETS, _TX_OCTETS)),
+        (RTCRtpSender, "_handle_rtcp_packet", (_TX_PACKETS,)),
         (RTCRtpSender, "stop", (_TX_RTCP_STARTED, _TX_RTCP_EXITED)),
         (RTCRtpReceiver, "_run_rtcp", (_RX_REMOTE_STREAMS, _RX_LSR, _RX_LSR_TIME)),
         (RTCRtpReceiver, "_run_rtcp", (_RX_RTCP_SSRC, _RX_RTCP_STARTED, _RX_RTCP_EXITED)),
@@ -318,6 +320,7 @@ def _check_native_internals() -> list[str]:
     # sends past the transport only while the transport's own buffer is empty.
     for cls_name, name in (
         ("BaseSelectorEventLoop", "_add_reader"),
+        ("BaseSelectorEventLoop", "_remove_reader"),
         ("_SelectorDatagramTransport", "pause_reading"),
     ):
         if not callable(getattr(getattr(_selector_events, cls_name, None), name, None)):
@@ -326,6 +329,8 @@ def _check_native_internals() -> list[str]:
         "__init__": ("_closing", "_sock_fd", "_buffer"),
         "pause_reading": ("_remove_reader", "_sock_fd"),
         "close": ("_remove_reader", "_sock_fd", "_closing"),
+        # the protocol hears of it before the socket closes: the poller lets go then
+        "_call_connection_lost": ("connection_lost", "_sock", "close"),
     }
     base = getattr(_selector_events, "_SelectorTransport", None)
     for method, names in transport_fields.items():
@@ -555,6 +560,7 @@ def intercept_sender(
 
     async def handle_rtcp_packet(packet: AnyRtcpPacket) -> None:
         if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+            _copy_counts(sender)  # aiortc's stats of a report read the packet count
             await original_rtcp(packet)
         else:
             await on_feedback(packet)
@@ -1306,14 +1312,21 @@ def _read_natively(
         receive_rtcp,
     )
     poller = _poller(loop)
+    try:
+        poller.add(reader)
+    except OSError:  # the kernel's limit of watched descriptors: asyncio reads it
+        if not len(poller):
+            _drop_poller(loop, poller)
+        return False
     transport.pause_reading()  # type: ignore[attr-defined]
-    poller.add(reader)
     lost = protocol.connection_lost
 
     def connection_lost(exc: Exception | None) -> None:
         # asyncio's transport calls this just before it closes the socket.
-        poller.remove(reader)
-        lost(exc)
+        try:
+            poller.remove(reader)
+        finally:
+            lost(exc)
 
     protocol.connection_lost = connection_lost  # type: ignore[method-assign]
     fast.readers.append(reader)
@@ -1332,15 +1345,20 @@ def _poller(loop: asyncio.AbstractEventLoop) -> _native.Poller:
         )
 
     def empty() -> None:
-        loop._remove_reader(poller.fileno())  # type: ignore[attr-defined]
-        poller.close()
-        if getattr(loop, _POLLER, None) is poller:
-            delattr(loop, _POLLER)
+        _drop_poller(loop, poller)
 
     poller = _native.Poller(report, empty)
     loop._add_reader(poller.fileno(), poller.ready)  # type: ignore[attr-defined]
     setattr(loop, _POLLER, poller)
     return poller
+
+
+def _drop_poller(loop: asyncio.AbstractEventLoop, poller: _native.Poller) -> None:
+    """The loop stops watching ``poller`` (it has no reader left), which is closed."""
+    loop._remove_reader(poller.fileno())  # type: ignore[attr-defined]
+    poller.close()
+    if getattr(loop, _POLLER, None) is poller:
+        delattr(loop, _POLLER)
 
 
 # --- ICE --------------------------------------------------------------------------------------

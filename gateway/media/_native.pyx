@@ -29,6 +29,7 @@ thread, as the Python path does.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Size
 from cpython.list cimport PyList_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.tuple cimport PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.errno cimport EAGAIN, EEXIST, EINTR, errno
@@ -1042,8 +1043,20 @@ cdef class Reader:
         return address
 
 
-#: Ready sockets one ``epoll_wait`` of a :class:`Poller` returns (the rest, next turn).
-DEF EVENTS = 64
+cdef epoll_event* _room(epoll_event* events, int* capacity, Py_ssize_t wanted) except NULL:
+    """``events``, grown if need be to hold ``wanted`` (at least 1) events."""
+    cdef epoll_event* grown
+    if wanted < 1:
+        wanted = 1
+    if events != NULL and wanted <= capacity[0]:
+        return events
+    if wanted > 1 << 20:
+        raise MemoryError("too many descriptors to poll")
+    grown = <epoll_event*>PyMem_Realloc(events, <size_t>wanted * sizeof(epoll_event))
+    if grown == NULL:
+        raise MemoryError()
+    capacity[0] = <int>wanted
+    return grown
 
 
 cdef class Poller:
@@ -1064,13 +1077,17 @@ cdef class Poller:
     cdef dict readers  # socket descriptor -> Reader
     cdef object report
     cdef object empty
-    cdef epoll_event events[EVENTS]
+    # room for every reader's event, so that one wake-up serves every ready socket
+    cdef epoll_event* events
+    cdef int capacity
     #: Wake-ups that found ready sockets, and the sockets they found.
     cdef readonly uint64_t wakeups
     cdef readonly uint64_t sockets
 
     def __cinit__(self):
         self.fd = -1
+        self.events = NULL
+        self.capacity = 0
 
     def __init__(self, report, empty):
         """``report(exc)``: a reader raised (asyncio's loop would log it);
@@ -1087,6 +1104,7 @@ cdef class Poller:
     def __dealloc__(self):
         if self.fd >= 0:
             close(self.fd)
+        PyMem_Free(self.events)
 
     def fileno(self):
         """The descriptor the event loop watches (-1 once closed)."""
@@ -1136,7 +1154,8 @@ cdef class Poller:
         cdef Reader reader
         if self.fd < 0:
             return
-        n = epoll_wait(self.fd, self.events, EVENTS, 0)
+        self.events = _room(self.events, &self.capacity, PyDict_Size(self.readers))
+        n = epoll_wait(self.fd, self.events, self.capacity, 0)
         if n <= 0:
             return  # nothing after all, or EINTR: the next turn asks again
         self.wakeups += 1
@@ -1155,8 +1174,6 @@ cdef class Poller:
                 return
 
 
-#: Ready descriptors one poll of :class:`Polling` returns at most (the rest, next poll).
-DEF SELECT_EVENTS = 512
 #: ``selectors.EVENT_READ`` and ``EVENT_WRITE``.
 DEF EVENT_READ = 1
 DEF EVENT_WRITE = 2
@@ -1191,7 +1208,16 @@ cdef class Polling:
     cdef readonly uint64_t waits
     cdef readonly uint64_t skipped
     cdef readonly double waited
-    cdef epoll_event events[SELECT_EVENTS]
+    # room for an event per registered descriptor, as EpollSelector asks for
+    cdef epoll_event* events
+    cdef int capacity
+
+    def __cinit__(self):
+        self.events = NULL
+        self.capacity = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self.events)
 
     def __init__(self, double interval, int fd, dict keys not None, activity=None,
                  clock=None, sleep=None, record=None):
@@ -1265,7 +1291,7 @@ cdef class Polling:
             self.seen = self._activity()
 
     cdef list _poll(self, bint forever, double left):
-        cdef int ms, n, i, error, most
+        cdef int ms, n, i, error
         cdef uint32_t event
         cdef int events
         if self.fd < 0:
@@ -1280,10 +1306,9 @@ cdef class Polling:
             # epoll_wait counts whole milliseconds: round up, to wait at least that long
             # (asyncio never asks for more than a day; anything past 23 days is cut).
             ms = <int>ceil(left * 1e3) if left < 2e6 else 2000000000
-        most = PyDict_Size(self.keys)
-        most = 1 if most < 1 else (SELECT_EVENTS if most > SELECT_EVENTS else most)
+        self.events = _room(self.events, &self.capacity, PyDict_Size(self.keys))
         with nogil:
-            n = epoll_wait(self.fd, self.events, most, ms)
+            n = epoll_wait(self.fd, self.events, self.capacity, ms)
         ready = []
         if n < 0:
             error = errno

@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -776,6 +777,10 @@ async def test_the_fast_path_reads_with_the_reader_and_closing_removes_it() -> N
             got.append((data, addr))
 
         def connection_lost(self, exc: Exception | None) -> None:
+            # Heard before the socket is closed: the poller let go of it while open.
+            fd = self.transport.get_extra_info("socket").fileno()
+            assert fd >= 0
+            assert fd not in watched(poller)
             lost.append(exc)
 
     endpoints = [
@@ -844,6 +849,14 @@ async def test_the_fast_path_reads_with_the_reader_and_closing_removes_it() -> N
     assert not hasattr(loop, _aiortc._POLLER)
 
 
+def watched(poller: Any) -> set[int]:
+    """The socket descriptors ``poller``'s epoll set holds, as the kernel lists them."""
+    if poller.fileno() < 0:
+        return set()
+    info = Path(f"/proc/self/fdinfo/{poller.fileno()}").read_text()
+    return {int(line.split()[1]) for line in info.splitlines() if line.startswith("tfd:")}
+
+
 class Polled:
     """A poller and what it reported, and whether it said it was empty."""
 
@@ -885,6 +898,21 @@ def test_the_poller_drains_every_ready_socket_in_one_wake_up() -> None:
         second.close()
 
 
+def test_one_wake_up_serves_every_ready_socket_however_many() -> None:
+    polled, many = Polled(), [Sorted() for _ in range(100)]
+    try:
+        for sorted_ in many:
+            polled.poller.add(sorted_.reader)
+            sorted_.send(b"\x00\x01")
+        polled.poller.ready()
+        assert (polled.poller.wakeups, polled.poller.sockets) == (1, 100)
+        assert all(len(sorted_.other) == 1 for sorted_ in many)
+    finally:
+        polled.poller.close()
+        for sorted_ in many:
+            sorted_.close()
+
+
 def test_a_reader_that_raises_is_reported_and_the_others_still_read() -> None:
     class Broken:
         @property
@@ -920,6 +948,7 @@ def test_a_closing_transport_leaves_the_poller_at_once() -> None:
         polled.poller.ready()
         # Out, with its datagram unread: it would otherwise wake the loop until then.
         assert sorted_.reader not in polled.poller
+        assert watched(polled.poller) == set()
         assert sorted_.other == []
         assert polled.emptied == 1
         polled.poller.remove(sorted_.reader)  # connection_lost, after: nothing more
@@ -938,8 +967,10 @@ def test_a_socket_number_reused_after_removal_or_close_is_watched_again() -> Non
             old = Sorted()
             polled.poller.add(old.reader)
             number = old.sock.fileno()
+            assert number in watched(polled.poller)
             if remove_first:
                 polled.poller.remove(old.reader)  # as connection_lost does
+                assert number not in watched(polled.poller)
             old.close()  # the kernel takes a closed socket out of the set either way
             new = Sorted()
             try:

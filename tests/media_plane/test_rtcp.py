@@ -27,6 +27,7 @@ from aiortc.rtp import (
     RtcpByePacket,
     RtcpPacket,
     RtcpPsfbPacket,
+    RtcpReceiverInfo,
     RtcpRrPacket,
     RtcpSdesPacket,
     RtcpSrPacket,
@@ -92,6 +93,17 @@ async def test_reports_and_get_stats_read_the_counts_of_the_sinks_counters() -> 
         stats = await sender.getStats()
         (outbound,) = [s for s in stats.values() if s.type == "outbound-rtp"]
         assert (outbound.packetsSent, outbound.bytesSent) == ((1 << 32) + 6, 1099)
+        # aiortc's stats of a receiver report read the count as the report arrives.
+        counters.packets = 1000
+        block = RtcpReceiverInfo(
+            ssrc=sender._ssrc, fraction_lost=0, packets_lost=10, highest_sequence=1000,
+            jitter=0, lsr=0, dlsr=0,
+        )  # fmt: skip
+        await sender._handle_rtcp_packet(RtcpRrPacket(ssrc=1234, reports=[block]))
+        counters.packets = 2000  # later copies do not change what that report said
+        stats = await sender.getStats()
+        (remote,) = [s for s in stats.values() if s.type == "remote-inbound-rtp"]
+        assert remote.packetsReceived == 990
     finally:
         await pc.close()
 
