@@ -178,9 +178,13 @@ _SRTP_SIGNATURE: Final = "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int
 
 
 def _instance_fields(cls: type, method: str = "__init__") -> frozenset[str]:
-    """Attribute names a method of ``cls`` stores or loads, nested code included."""
+    """Attribute names a method of ``cls`` stores or loads, nested code included (none
+    if there is no such method)."""
     names: set[str] = set()
-    pending: list[CodeType] = [getattr(cls, method).__code__]
+    function = getattr(cls, method, None)
+    if function is None:
+        return frozenset()
+    pending: list[CodeType] = [function.__code__]
     while pending:
         code = pending.pop()
         names.update(code.co_names)
