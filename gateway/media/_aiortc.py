@@ -37,7 +37,7 @@ What is wrapped, and where aiortc does it:
   intercepted senders and receivers that task only waits to be cancelled (as aiortc's
   ``stop`` expects), and one timer per event loop (:class:`_Reports`) sends the same
   packets, built from the same private fields. :class:`SenderSink` writes the forwarded
-  stream's values there (its counts when a report or ``getStats`` reads them).
+  stream's values there (its counts just before a report or ``getStats`` reads them).
 * host candidates: ``aioice.Connection.gather_candidates`` binds on
   ``get_host_addresses()`` (every interface but 127.0.0.1);
   :func:`restrict_gathering` makes one connection bind only on a given list.
@@ -654,7 +654,8 @@ class SenderSink:
 
     def count_from(self, counters: TrackCounters) -> None:
         """The sender reports (and aiortc's ``getStats``) carry these counters' packets
-        and payload octets: they are copied to the sender when a report is built."""
+        and payload octets: they are copied to the sender just before anything of
+        aiortc's or this module reads them (a report sent or received, ``getStats``)."""
         setattr(self._sender, _TX_COUNTERS, counters)
 
 
